@@ -22,8 +22,9 @@ import json
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numba
 import numpy as np
@@ -74,6 +75,7 @@ def edit_distance(reference: Sequence[str], hypothesis: Sequence[str]) -> int:
 
 @dataclass(frozen=True)
 class UtteranceScore:
+    utterance_id: str  # e.g. the audio path; "" when the caller gave none
     reference: str  # normalised
     hypothesis: str  # normalised
     char_errors: int
@@ -93,12 +95,22 @@ class EvalResult:
     word_errors: int
     utterances: tuple[UtteranceScore, ...] = field(default=(), repr=False)
 
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready totals, plus the per-utterance scores when they were kept."""
+        totals = {name: value for name, value in asdict(self).items() if name != "utterances"}
+        if self.utterances:
+            totals["utterances"] = [asdict(u) for u in self.utterances]
+        return totals
 
-def score_utterance(reference: str, hypothesis: str, normalize: bool = True) -> UtteranceScore:
+
+def score_utterance(
+    reference: str, hypothesis: str, normalize: bool = True, utterance_id: str = ""
+) -> UtteranceScore:
     if normalize:
         reference, hypothesis = normalize_text(reference), normalize_text(hypothesis)
     ref_words, hyp_words = reference.split(), hypothesis.split()
     return UtteranceScore(
+        utterance_id=utterance_id,
         reference=reference,
         hypothesis=hypothesis,
         char_errors=edit_distance(reference, hypothesis),
@@ -113,12 +125,18 @@ def evaluate(
     hyps: Sequence[str],
     normalize: bool = True,
     keep_utterances: bool = False,
+    ids: Sequence[str] | None = None,
 ) -> EvalResult:
     """Corpus CER and WER. Raises ValueError on mismatched lengths or an all-empty reference
     (an error rate over zero reference characters is undefined)."""
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    scores = tuple(score_utterance(r, h, normalize) for r, h in zip(refs, hyps, strict=True))
+    ids = ids if ids is not None else [""] * len(refs)
+    if len(ids) != len(refs):
+        raise ValueError(f"{len(refs)} references but {len(ids)} ids")
+    scores = tuple(
+        score_utterance(r, h, normalize, i) for r, h, i in zip(refs, hyps, ids, strict=True)
+    )
     ref_chars = sum(s.ref_chars for s in scores)
     ref_words = sum(s.ref_words for s in scores)
     if ref_chars == 0 or ref_words == 0:
@@ -177,3 +195,37 @@ def _parse_manifest_row(line: str, path: Path, line_number: int) -> tuple[Path, 
     if not audio_path.is_absolute():
         audio_path = path.parent / audio_path
     return audio_path, text
+
+
+class _HasText(Protocol):
+    text: str
+
+
+class Transcribes(Protocol):
+    """Anything with `transcribe(audio file bytes)`, like `serve_app.transcriber.Transcriber`."""
+
+    def transcribe(self, data: bytes) -> _HasText: ...
+
+
+def evaluate_manifest(
+    manifest: str | Path, transcriber: Transcribes, normalize: bool = True
+) -> EvalResult:
+    """Transcribe every row of a JSONL manifest and score it, keeping per-utterance scores.
+
+    An error while reading or transcribing a file propagates with a note naming the file.
+    """
+    rows = read_manifest(manifest)
+    hyps: list[str] = []
+    for audio, _ in rows:
+        try:
+            hyps.append(transcriber.transcribe(audio.read_bytes()).text)
+        except Exception as error:
+            error.add_note(f"while transcribing {audio}")
+            raise
+    return evaluate(
+        [text for _, text in rows],
+        hyps,
+        normalize=normalize,
+        keep_utterances=True,
+        ids=[str(audio) for audio, _ in rows],
+    )

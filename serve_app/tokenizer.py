@@ -111,14 +111,17 @@ class CharVocabulary:
         return cls(vietnamese_symbols(), blank_id=0)
 
     @classmethod
-    def from_json(cls, path: str | Path) -> CharVocabulary:
-        """Read `vocab.json`: a JSON list of symbols; the blank is the `BLANK_SYMBOL` entry."""
+    def from_json(cls, path: str | Path, blank_id: int | None = None) -> CharVocabulary:
+        """Read `vocab.json`: a JSON list of symbols. Without `blank_id`, the blank is the
+        `BLANK_SYMBOL` entry."""
         symbols = json.loads(Path(path).read_text(encoding="utf-8"))
         if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
             raise ValueError(f"{path}: expected a JSON list of strings")
-        if BLANK_SYMBOL not in symbols:
-            raise ValueError(f"{path}: no {BLANK_SYMBOL!r} symbol")
-        return cls(symbols, blank_id=symbols.index(BLANK_SYMBOL))
+        if blank_id is None:
+            if BLANK_SYMBOL not in symbols:
+                raise ValueError(f"{path}: no {BLANK_SYMBOL!r} symbol and no blank_id given")
+            blank_id = symbols.index(BLANK_SYMBOL)
+        return cls(symbols, blank_id=blank_id)
 
     def to_json(self, path: str | Path) -> None:
         # ensure_ascii=False keeps the file readable; it is read back as UTF-8.

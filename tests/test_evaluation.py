@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 
 import jiwer
@@ -10,6 +12,7 @@ from serve_app.evaluation import (
     cer,
     edit_distance,
     evaluate,
+    evaluate_manifest,
     normalize_text,
     read_manifest,
     wer,
@@ -108,3 +111,37 @@ def test_read_manifest_names_the_bad_line(tmp_path: Path, bad_line: str, message
     manifest.write_text('{"audio": "a.wav", "text": "ok"}\n' + bad_line + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=rf"m\.jsonl:2: .*{message}"):
         read_manifest(manifest)
+
+
+@dataclass(frozen=True)
+class _FakeTranscript:
+    text: str
+
+
+class _FakeTranscriber:
+    """Returns the audio file's bytes as the transcript."""
+
+    def transcribe(self, data: bytes) -> _FakeTranscript:
+        return _FakeTranscript(data.decode("utf-8"))
+
+
+def test_evaluate_manifest_and_summary(tmp_path: Path) -> None:
+    (tmp_path / "a.wav").write_text("Xin chào", encoding="utf-8")
+    (tmp_path / "b.wav").write_text("một hai", encoding="utf-8")
+    manifest = tmp_path / "test.jsonl"
+    rows = [{"audio": "a.wav", "text": "xin chào!"}, {"audio": "b.wav", "text": "một hai ba"}]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    result = evaluate_manifest(manifest, _FakeTranscriber())
+    assert result.wer == pytest.approx(1 / 5)
+    summary = json.loads(json.dumps(result.summary()))
+    assert summary["n_utterances"] == 2 and summary["ref_words"] == 5
+    assert summary["utterances"][1]["utterance_id"] == str(tmp_path / "b.wav")
+    assert summary["utterances"][1]["word_errors"] == 1
+
+
+def test_evaluate_manifest_names_the_failing_file(tmp_path: Path) -> None:
+    manifest = tmp_path / "test.jsonl"
+    manifest.write_text('{"audio": "missing.wav", "text": "x"}\n', encoding="utf-8")
+    with pytest.raises(FileNotFoundError) as caught:
+        evaluate_manifest(manifest, _FakeTranscriber())
+    assert any("missing.wav" in note for note in caught.value.__notes__)

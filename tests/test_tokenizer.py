@@ -95,6 +95,8 @@ def test_char_vocab_json_round_trip(tmp_path: Path) -> None:
     assert json.loads(path.read_text(encoding="utf-8")) == vocab.symbols
     loaded = CharVocabulary.from_json(path)
     assert loaded.symbols == vocab.symbols and loaded.blank_id == vocab.blank_id
+    # A bundle's config may name the blank explicitly.
+    assert CharVocabulary.from_json(path, blank_id=0).blank_id == 0
 
 
 def test_char_vocab_rejects_bad_symbols() -> None:
