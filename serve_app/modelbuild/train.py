@@ -1,0 +1,327 @@
+"""Train the Vietnamese CTC head over the frozen Whisper-base encoder.
+
+Two steps, both resumable:
+
+1. `encode`: run the frozen encoder once over the synthetic corpus and cache the layers the
+   head reads (LayerNorm-ed, fp16, one memory-mapped array per split). Clips were padded to
+   a multiple of 0.5 s, so equal-length clips batch without artificial padding.
+2. `fit`: train only the head on the cache with CTC loss, evaluate greedy CER/WER on the
+   held-out sentences, and save the head (npz + json) with its manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+
+from serve_app.ctc import greedy_decode
+from serve_app.evaluation import cer, wer
+from serve_app.features import log_mel_spectrogram
+from serve_app.modelbuild.model import LayerMixConvHead, SeedHead, WhisperEncoder
+from serve_app.modelbuild.weights import load_whisper_base_encoder
+from serve_app.tokenizer import CharVocabulary
+
+ENCODE_BATCH_FRAMES = 24_000  # mel frames per encoder batch (~4 min of audio)
+MIX_LAYERS = (2, 3, 4, 5, 6)  # 1-based encoder layers the default head reads
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    kind: str = "layermix-conv-mlp"  # or "mlp" (the seed head on the last layer)
+    hidden: int = 512
+    mix_layers: tuple[int, ...] = MIX_LAYERS
+    conv_kernel: int = 5
+    conv_blocks: int = 1
+
+    def build(self, d_model: int, vocab_size: int) -> torch.nn.Module:
+        if self.kind == "mlp":
+            return SeedHead(d_model, self.hidden, vocab_size)
+        if self.kind == "layermix-conv-mlp":
+            return LayerMixConvHead(
+                d_model,
+                self.hidden,
+                vocab_size,
+                self.mix_layers,
+                self.conv_kernel,
+                self.conv_blocks,
+            )
+        raise ValueError(f"unknown head kind {self.kind!r}: use 'mlp' or 'layermix-conv-mlp'")
+
+    @property
+    def cached_layers(self) -> tuple[int, ...]:
+        return self.mix_layers if self.kind != "mlp" else (6,)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    epochs: int = 6
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    batch_frames: int = 6000  # encoder frames per step (2 min of audio)
+    seed: int = 1234
+    threads: int = 2
+    head: HeadConfig = field(default_factory=HeadConfig)
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def _read_manifest(corpus: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    return [r for r in rows if r]
+
+
+def _mel(path: Path) -> np.ndarray:
+    audio, rate = sf.read(str(path), dtype="float32", always_2d=False)
+    if rate != 16000 or audio.ndim != 1:
+        raise ValueError(f"{path}: corpus audio must be 16 kHz mono")
+    return log_mel_spectrogram(audio)
+
+
+@torch.no_grad()
+def encode_split(
+    encoder: WhisperEncoder, corpus: Path, rows: list[dict], out: Path, layers: tuple[int, ...]
+) -> None:
+    """Cache `layers` of the encoder for every row: out.f16 [frames, len(layers), d] + index."""
+    d = encoder.dims.d_model
+    mels = [None] * len(rows)
+    by_len: dict[int, list[int]] = defaultdict(list)
+    n_frames = []
+    for i, row in enumerate(rows):
+        # 0.5 s padding in the corpus makes mel lengths multiples of 50 (even).
+        info = sf.info(str(corpus / row["audio"]))
+        n_mel = info.frames // 160
+        n_frames.append(n_mel // 2)
+        by_len[n_mel].append(i)
+    offsets = np.concatenate([[0], np.cumsum(n_frames)]).astype(np.int64)
+    cache = np.lib.format.open_memmap(
+        str(out) + ".npy", mode="w+", dtype=np.float16, shape=(int(offsets[-1]), len(layers), d)
+    )
+    done, t0 = 0, time.time()
+    for n_mel, idxs in sorted(by_len.items()):
+        per_batch = max(1, ENCODE_BATCH_FRAMES // n_mel)
+        for b in range(0, len(idxs), per_batch):
+            chunk = idxs[b : b + per_batch]
+            feats = np.stack([_mel(corpus / rows[i]["audio"])[:, :n_mel] for i in chunk])
+            x = torch.from_numpy(feats)
+            outs, _ = encoder(x, torch.full((len(chunk),), n_mel))
+            stacked = torch.stack([F.layer_norm(outs[k - 1], (d,)) for k in layers], dim=2)
+            stacked = stacked.to(torch.float16).numpy()
+            for j, i in enumerate(chunk):
+                cache[offsets[i] : offsets[i + 1]] = stacked[j]
+            done += len(chunk)
+        print(f"  encoded {done}/{len(rows)} clips ({time.time() - t0:.0f} s)", flush=True)
+    cache.flush()
+    del mels
+    index = [
+        {
+            "offset": int(offsets[i]),
+            "frames": n_frames[i],
+            "text": r["text"],
+            "condition": r.get("condition", r.get("aug", "")),
+            "voice": r.get("voice", ""),
+        }
+        for i, r in enumerate(rows)
+    ]
+    Path(str(out) + ".index.json").write_text(json.dumps({"layers": list(layers), "rows": index}))
+
+
+def encode_corpus(corpus: Path, cache_dir: Path, layers: tuple[int, ...], threads: int) -> None:
+    torch.set_num_threads(threads)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    rows = _read_manifest(corpus)
+    encoder = load_whisper_base_encoder()
+    for split in ("train", "test"):
+        out = cache_dir / split
+        if Path(str(out) + ".index.json").exists():
+            print(f"cache {out} exists, skipping")
+            continue
+        split_rows = [r for r in rows if r["split"] == split]
+        print(f"encoding {len(split_rows)} {split} clips", flush=True)
+        encode_split(encoder, corpus, split_rows, out, layers)
+
+
+# --------------------------------------------------------------------------- fit
+
+
+class CachedSplit:
+    def __init__(self, cache_dir: Path, split: str) -> None:
+        meta = json.loads((cache_dir / f"{split}.index.json").read_text())
+        self.layers = tuple(meta["layers"])
+        self.rows = meta["rows"]
+        self.data = np.load(cache_dir / f"{split}.npy", mmap_mode="r")
+
+    def batches(self, batch_frames: int, rng: random.Random) -> list[list[int]]:
+        by_len: dict[int, list[int]] = defaultdict(list)
+        for i, r in enumerate(self.rows):
+            by_len[r["frames"]].append(i)
+        batches = []
+        for n, idxs in by_len.items():
+            rng.shuffle(idxs)
+            per = max(1, batch_frames // n)
+            batches += [idxs[b : b + per] for b in range(0, len(idxs), per)]
+        rng.shuffle(batches)
+        return batches
+
+    def features(self, idxs: list[int], layer_pos: list[int]) -> list[torch.Tensor]:
+        blocks = np.stack(
+            [
+                self.data[self.rows[i]["offset"] : self.rows[i]["offset"] + self.rows[i]["frames"]]
+                for i in idxs
+            ]
+        )  # [B, T, L, d]
+        x = torch.from_numpy(blocks[:, :, layer_pos].astype(np.float32))
+        return list(x.unbind(dim=2))
+
+
+def _head_inputs(head_cfg: HeadConfig, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Put cached layers where the head expects encoder layer k (1-based) at index k-1."""
+    layers: list[torch.Tensor] = [feats[0]] * max(head_cfg.cached_layers)
+    for pos, k in enumerate(head_cfg.cached_layers):
+        layers[k - 1] = feats[pos]
+    return layers
+
+
+def _forward_cached(head: torch.nn.Module, cfg: HeadConfig, feats: list[torch.Tensor]):
+    b, t, _ = feats[0].shape
+    mask = torch.ones(b, t)
+    if isinstance(head, LayerMixConvHead):
+        # The cache already holds LayerNorm-ed layers; mix them without normalising twice.
+        w = head.mix_logits.softmax(dim=0)
+        x = sum(wi * f for wi, f in zip(w, feats, strict=True))
+        return head.forward_mixed(x, mask)
+    return head(_head_inputs(cfg, feats), mask)
+
+
+@torch.no_grad()
+def evaluate(head, cfg: HeadConfig, split: CachedSplit, vocab: CharVocabulary) -> dict:
+    head.eval()
+    pos = [split.layers.index(k) for k in cfg.cached_layers]
+    by_cond: dict[str, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
+    for idxs in split.batches(20_000, random.Random(0)):
+        logp = _forward_cached(head, cfg, split.features(idxs, pos)).log_softmax(-1).numpy()
+        for j, i in enumerate(idxs):
+            tokens, _, _ = greedy_decode(np.ascontiguousarray(logp[j]), vocab.blank_id)
+            refs, hyps = by_cond[split.rows[i]["condition"]]
+            refs.append(split.rows[i]["text"])
+            hyps.append(vocab.decode(tokens.tolist()))
+    head.train()
+    return {c: {"cer": cer(r, h), "wer": wer(r, h), "n": len(r)} for c, (r, h) in by_cond.items()}
+
+
+def fit(cache_dir: Path, cfg: FitConfig, vocab: CharVocabulary) -> tuple[torch.nn.Module, dict]:
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = random.Random(cfg.seed)
+    train, test = CachedSplit(cache_dir, "train"), CachedSplit(cache_dir, "test")
+    pos = [train.layers.index(k) for k in cfg.head.cached_layers]
+    d_model = train.data.shape[-1]
+    head = cfg.head.build(d_model, vocab.size)
+    targets = [torch.tensor(vocab.encode(r["text"]), dtype=torch.long) for r in train.rows]
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(train.batches(cfg.batch_frames, random.Random(0)))
+    total = cfg.epochs * steps_per_epoch
+    warmup = max(1, total // 30)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+        ),
+    )
+    history, t0, step = [], time.time(), 0
+    for epoch in range(cfg.epochs):
+        losses = []
+        for idxs in train.batches(cfg.batch_frames, rng):
+            feats = train.features(idxs, pos)
+            logp = _forward_cached(head, cfg.head, feats).log_softmax(-1)
+            tgt = [targets[i] for i in idxs]
+            loss = F.ctc_loss(
+                logp.transpose(0, 1),
+                torch.cat(tgt),
+                torch.full((len(idxs),), logp.shape[1], dtype=torch.long),
+                torch.tensor([len(t) for t in tgt]),
+                blank=vocab.blank_id,
+                zero_infinity=True,
+            )
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(head.parameters(), 5.0)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            step += 1
+            if step % 50 == 0:
+                print(
+                    f"  step {step}/{total} loss {np.mean(losses[-50:]):.3f} "
+                    f"({time.time() - t0:.0f} s)",
+                    flush=True,
+                )
+        scores = evaluate(head, cfg.head, test, vocab)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": float(np.mean(losses)),
+                "seconds": round(time.time() - t0, 1),
+                "test": scores,
+            }
+        )
+        print(json.dumps(history[-1]), flush=True)
+    return head.eval(), {"history": history, "train_seconds": round(time.time() - t0, 1)}
+
+
+def save_head(
+    head: torch.nn.Module, cfg: FitConfig, vocab: CharVocabulary, out: Path, manifest: dict
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    arrays = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in head.state_dict().items()}
+    np.savez(out / "head.npz", **arrays)
+    (out / "head.json").write_text(
+        json.dumps({**asdict(cfg.head), "vocab_size": vocab.size}, indent=2) + "\n"
+    )
+    (out / "vocab.json").write_text(json.dumps(vocab.symbols, ensure_ascii=False) + "\n")
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m serve_app.modelbuild.train")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("encode")
+    e.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    e.add_argument("--cache", type=Path, default=Path("cache/encoded"))
+    e.add_argument("--threads", type=int, default=2)
+    f = sub.add_parser("fit")
+    f.add_argument("--cache", type=Path, default=Path("cache/encoded"))
+    f.add_argument("--out", type=Path, required=True)
+    f.add_argument("--kind", default="layermix-conv-mlp")
+    f.add_argument("--epochs", type=int, default=FitConfig.epochs)
+    f.add_argument("--hidden", type=int, default=HeadConfig.hidden)
+    f.add_argument("--conv-blocks", type=int, default=HeadConfig.conv_blocks)
+    f.add_argument("--lr", type=float, default=FitConfig.lr)
+    f.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    args = p.parse_args(argv)
+    if args.cmd == "encode":
+        encode_corpus(args.corpus, args.cache, MIX_LAYERS, args.threads)
+        return
+    head_cfg = HeadConfig(kind=args.kind, hidden=args.hidden, conv_blocks=args.conv_blocks)
+    cfg = FitConfig(epochs=args.epochs, lr=args.lr, head=head_cfg)
+    vocab = CharVocabulary.vietnamese()
+    head, report = fit(args.cache, cfg, vocab)
+    recipe_path = args.corpus / "recipe.json"
+    recipe = json.loads(recipe_path.read_text()) if recipe_path.exists() else {}
+    manifest = {"fit": asdict(cfg), "corpus_recipe": recipe, **report}
+    save_head(head, cfg, vocab, args.out, manifest)
+
+
+if __name__ == "__main__":
+    main()
