@@ -1,0 +1,638 @@
+"""Synthetic Vietnamese speech corpus spoken offline by espeak-ng, with augmentation.
+
+Usage::
+
+    python -m serve_app.modelbuild.synth --out data/corpus --n-train 12000 --n-test 300 \\
+        --seed 1234 --workers 2
+
+Layout of ``OUT``:
+
+* ``audio/NNNNNN.flac``: 16 kHz mono int16 FLAC, one per manifest row.
+* ``manifest.jsonl``: one JSON object per row (see :func:`build_corpus`).
+* ``recipe.json``: every generation parameter, counts, hours and timings.
+
+Training rows (``split == "train"``) are spoken by a random dialect voice (``vi``,
+``vi-vn-x-central``, ``vi-vn-x-south``) + espeak variant, speed, pitch and word gap, then
+augmented at random: ``clean`` (about 40 %), ``noise`` (white/pink, SNR 10-30 dB), ``gain``
+(-12..+6 dB, clip-safe), ``8k`` (band limit through 8 kHz), ``mp3`` and ``ogg`` (Vorbis)
+round trips.  Independently of the augmentation, half the rows get 0.1-0.6 s of extra
+leading and/or trailing silence (``lead_s``/``trail_s``).  About 3 % extra training rows
+are "empty": digital silence (``aug == "silence"``) or pure noise (``aug == "noise"``) with
+text ``""``, so the model learns to emit nothing for them.
+
+Test rows (``split == "test"``): every test sentence is spoken once (dialect cycling over the
+three voices) and stored under four ``condition`` values -- ``clean``, ``8k``, ``mp3``
+(fixed bitrate) and ``noise`` (white noise, SNR 15 dB) -- that share ``utt`` and duration.
+
+Every clip is padded with silence at the end to a multiple of 0.5 s (the padding is added
+before noise/codec augmentation, so noisy clips are noisy to the end).  All randomness is
+derived from ``--seed`` per row, so the output does not depend on ``--workers``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import io
+import json
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from serve_app.modelbuild import text as textgen
+
+RECIPE_VERSION = 2
+SAMPLE_RATE = 16000
+PAD_MULTIPLE_S = 0.5
+DIALECTS: tuple[str, ...] = ("vi", "vi-vn-x-central", "vi-vn-x-south")
+# espeak-ng variants (voices/!v).  "" is the plain dialect voice.  Novelty variants
+# (Demonic, whisper, croak, robots, ...) are left out, and so are Andrea and anika, which
+# make espeak-ng 1.51 segfault on ~7 % of Vietnamese sentences.
+WANTED_VARIANTS: tuple[str, ...] = (
+    "", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5",
+    "klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6",
+    "Alicia", "Andy", "Annie", "aunty", "belinda", "david", "ed", "edward",
+    "grandma", "grandpa", "iven", "john", "linda", "max", "michel", "Nguyen", "paul", "rob",
+    "steph", "steph2", "steph3", "victor",
+)  # fmt: skip
+SPEED_RANGE = (120, 190)  # words per minute, inclusive
+PITCH_RANGE = (30, 70)  # inclusive
+GAP_PROB = 0.4  # probability of a non-zero word gap
+GAP_RANGE = (1, 4)  # -g units of 10 ms
+AUG_WEIGHTS: dict[str, float] = {
+    "clean": 0.40,
+    "noise": 0.16,
+    "gain": 0.10,
+    "8k": 0.12,
+    "mp3": 0.12,
+    "ogg": 0.10,
+}
+SNR_RANGE_DB = (10.0, 30.0)
+GAIN_RANGE_DB = (-12.0, 6.0)
+CODEC_LEVEL_RANGE = (0.0, 0.9)  # libsndfile compression_level: mp3 ~50..23 kbps at 16 kHz
+SILENCE_PROB = 0.5
+SILENCE_RANGE_S = (0.1, 0.6)
+EMPTY_FRACTION = 0.03
+EMPTY_DURATION_RANGE_S = (0.5, 6.0)
+EMPTY_NOISE_DBFS = (-60.0, -20.0)
+TEST_CONDITIONS: tuple[str, ...] = ("clean", "8k", "mp3", "noise")
+TEST_SNR_DB = 15.0
+TEST_MP3_LEVEL = 0.5  # ~28 kbps
+TEST_SPEED_RANGE = (130, 180)
+PEAK_LIMIT = 0.98
+
+
+# --------------------------------------------------------------------------- espeak
+
+
+@functools.cache
+def espeak_version() -> str:
+    out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+@functools.cache
+def available_variants() -> tuple[str, ...]:
+    """The WANTED_VARIANTS that this espeak-ng installation has (file names under !v)."""
+    out = subprocess.run(
+        ["espeak-ng", "--voices=variant"], capture_output=True, text=True, check=True
+    ).stdout
+    files = {line.split()[-1].split("/", 1)[-1] for line in out.splitlines()[1:] if line.strip()}
+    return tuple(v for v in WANTED_VARIANTS if v == "" or v in files)
+
+
+def voice_name(dialect: str, variant: str) -> str:
+    return f"{dialect}+{variant}" if variant else dialect
+
+
+def espeak_synth(text: str, voice: str, speed: int, pitch: int, gap: int = 0) -> np.ndarray:
+    """Speak ``text`` with espeak-ng; float32 mono at 16 kHz."""
+    cmd = ["espeak-ng", "-b", "1", "-v", voice, "-s", str(speed), "-p", str(pitch)]
+    if gap:
+        cmd += ["-g", str(gap)]
+    cmd += ["--stdout", text]
+    proc = subprocess.run(cmd, capture_output=True, check=True)
+    audio, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32")
+    if audio.ndim > 1:
+        audio = audio.mean(axis=1)
+    return resample(audio, sr, SAMPLE_RATE)
+
+
+def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    if sr_in == sr_out:
+        return x.astype(np.float32, copy=False)
+    g = np.gcd(sr_in, sr_out)
+    return resample_poly(x, sr_out // g, sr_in // g).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- signal ops
+
+
+def pad_to_multiple(x: np.ndarray, multiple_s: float = PAD_MULTIPLE_S) -> np.ndarray:
+    """Zero-pad at the end to a whole multiple of ``multiple_s`` seconds (at least one)."""
+    m = round(multiple_s * SAMPLE_RATE)
+    n = max(m, -(-len(x) // m) * m)
+    return np.pad(x, (0, n - len(x))) if n > len(x) else x
+
+
+def add_silence(x: np.ndarray, lead_s: float, trail_s: float) -> np.ndarray:
+    return np.pad(x, (round(lead_s * SAMPLE_RATE), round(trail_s * SAMPLE_RATE)))
+
+
+def make_noise(n: int, color: str, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS white or pink (1/f power) noise."""
+    white = rng.standard_normal(n)
+    if color == "white":
+        noise = white
+    elif color == "pink":
+        spec = np.fft.rfft(white)
+        f = np.arange(len(spec), dtype=np.float64)
+        f[0] = 1.0
+        noise = np.fft.irfft(spec / np.sqrt(f), n)
+    else:
+        raise ValueError(f"unknown noise color {color!r}")
+    rms = np.sqrt(np.mean(noise**2)) or 1.0
+    return (noise / rms).astype(np.float32)
+
+
+def speech_power(x: np.ndarray) -> float:
+    """Mean power over active 20 ms frames (those within 30 dB of the loudest frame)."""
+    frame = SAMPLE_RATE // 50
+    n = len(x) // frame
+    if n == 0:
+        return float(np.mean(x.astype(np.float64) ** 2)) if len(x) else 0.0
+    e = np.mean(x[: n * frame].astype(np.float64).reshape(n, frame) ** 2, axis=1)
+    active = e[e >= e.max() * 1e-3]
+    return float(active.mean()) if active.size else 0.0
+
+
+def limit_peak(x: np.ndarray, peak: float = PEAK_LIMIT) -> np.ndarray:
+    m = float(np.max(np.abs(x))) if len(x) else 0.0
+    return x * (peak / m) if m > peak else x
+
+
+def add_noise(x: np.ndarray, snr_db: float, color: str, rng: np.random.Generator) -> np.ndarray:
+    p = speech_power(x)
+    noise = make_noise(len(x), color, rng) * np.sqrt(p / 10 ** (snr_db / 10))
+    return limit_peak(x + noise).astype(np.float32)
+
+
+def apply_gain(x: np.ndarray, gain_db: float) -> tuple[np.ndarray, float]:
+    """Apply ``gain_db``, reduced where needed so the peak stays <= PEAK_LIMIT.
+    Returns the signal and the gain actually applied (dB)."""
+    g = 10 ** (gain_db / 20)
+    peak = float(np.max(np.abs(x))) if len(x) else 0.0
+    if peak * g > PEAK_LIMIT:
+        g = PEAK_LIMIT / peak
+    return (x * g).astype(np.float32), 20 * np.log10(g)
+
+
+def band_limit_8k(x: np.ndarray) -> np.ndarray:
+    """Telephone-style band limit: 16 kHz -> 8 kHz -> 16 kHz, same length."""
+    y = resample_poly(resample_poly(x, 1, 2), 2, 1)
+    return limit_peak(_fit_length(y, len(x))).astype(np.float32)
+
+
+def codec_roundtrip(x: np.ndarray, fmt: str, level: float) -> np.ndarray:
+    """Encode/decode through MP3 or OGG/Vorbis (libsndfile), same length as the input."""
+    subtype = {"mp3": "MPEG_LAYER_III", "ogg": "VORBIS"}[fmt]
+    buf = io.BytesIO()
+    sf.write(
+        buf, limit_peak(x), SAMPLE_RATE, format=fmt.upper(), subtype=subtype,
+        compression_level=float(level),
+    )  # fmt: skip
+    buf.seek(0)
+    y, _ = sf.read(buf, dtype="float32")
+    return limit_peak(_fit_length(y, len(x))).astype(np.float32)
+
+
+def _fit_length(y: np.ndarray, n: int) -> np.ndarray:
+    return y[:n] if len(y) >= n else np.pad(y, (0, n - len(y)))
+
+
+def apply_aug(x: np.ndarray, aug: str, params: dict[str, Any], seed: Sequence[int]) -> np.ndarray:
+    """Apply one augmentation (length-preserving).  ``params`` may be updated in place."""
+    if aug == "clean":
+        return x
+    if aug == "noise":
+        return add_noise(x, params["snr_db"], params["color"], np.random.default_rng(seed))
+    if aug == "gain":
+        y, actual = apply_gain(x, params["gain_db"])
+        params["gain_db_applied"] = round(actual, 2)
+        return y
+    if aug == "8k":
+        return band_limit_8k(x)
+    if aug in ("mp3", "ogg"):
+        return codec_roundtrip(x, aug, params["level"])
+    raise ValueError(f"unknown augmentation {aug!r}")
+
+
+def write_flac(path: Path, x: np.ndarray) -> None:
+    sf.write(path, np.clip(x, -1.0, 32767 / 32768), SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng([seed, *key])
+
+
+def _aug_params(aug: str, rng: np.random.Generator) -> dict[str, Any]:
+    if aug == "noise":
+        return {
+            "snr_db": round(float(rng.uniform(*SNR_RANGE_DB)), 2),
+            "color": str(rng.choice(["white", "pink"])),
+        }
+    if aug == "gain":
+        return {"gain_db": round(float(rng.uniform(*GAIN_RANGE_DB)), 2)}
+    if aug in ("mp3", "ogg"):
+        return {"level": round(float(rng.uniform(*CODEC_LEVEL_RANGE)), 3)}
+    return {}
+
+
+def plan_corpus(
+    train: Sequence[str], test: Sequence[str], seed: int, variants: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Deterministic job list: one job per training row / empty row / test utterance."""
+    jobs: list[dict[str, Any]] = []
+    augs = list(AUG_WEIGHTS)
+    probs = np.array([AUG_WEIGHTS[a] for a in augs])
+    probs = probs / probs.sum()
+    row = 0
+    for i, sentence in enumerate(train):
+        rng = _rng(seed, 1, i)
+        dialect = DIALECTS[int(rng.integers(len(DIALECTS)))]
+        variant = variants[int(rng.integers(len(variants)))]
+        aug = augs[int(rng.choice(len(augs), p=probs))]
+        sil = rng.random() < SILENCE_PROB
+        lead, trail = (
+            (round(float(rng.uniform(*SILENCE_RANGE_S)) * float(rng.random() < 0.7), 2),
+             round(float(rng.uniform(*SILENCE_RANGE_S)) * float(rng.random() < 0.7), 2))
+            if sil else (0.0, 0.0)
+        )  # fmt: skip
+        jobs.append({
+            "kind": "speech", "id": row, "split": "train", "text": sentence,
+            "dialect": dialect, "variant": variant,
+            "speed": int(rng.integers(SPEED_RANGE[0], SPEED_RANGE[1] + 1)),
+            "pitch": int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1)),
+            "gap": int(rng.integers(GAP_RANGE[0], GAP_RANGE[1] + 1))
+            if rng.random() < GAP_PROB else 0,
+            "aug": aug, "aug_params": _aug_params(aug, rng),
+            "lead_s": lead, "trail_s": trail, "noise_seed": [seed, 2, i],
+        })  # fmt: skip
+        row += 1
+    n_empty = round(EMPTY_FRACTION * len(train))
+    for k in range(n_empty):
+        rng = _rng(seed, 3, k)
+        kind = "silence" if k % 3 == 0 else "noise"  # one third silence, two thirds noise
+        dur = float(rng.uniform(*EMPTY_DURATION_RANGE_S))
+        params: dict[str, Any] = {}
+        if kind == "noise":
+            params = {
+                "dbfs": round(float(rng.uniform(*EMPTY_NOISE_DBFS)), 2),
+                "color": str(rng.choice(["white", "pink"])),
+            }
+        elif rng.random() < 0.5:
+            params = {"dither_dbfs": round(float(rng.uniform(-90.0, -70.0)), 2)}
+        jobs.append({
+            "kind": "empty", "id": row, "split": "train", "text": "", "aug": kind,
+            "aug_params": params, "duration_s": dur, "noise_seed": [seed, 4, k],
+        })  # fmt: skip
+        row += 1
+    for j, sentence in enumerate(test):
+        rng = _rng(seed, 5, j)
+        jobs.append({
+            "kind": "test", "id": row, "split": "test", "text": sentence,
+            "utt": f"test{j:05d}", "dialect": DIALECTS[j % len(DIALECTS)],
+            "variant": variants[int(rng.integers(len(variants)))],
+            "speed": int(rng.integers(TEST_SPEED_RANGE[0], TEST_SPEED_RANGE[1] + 1)),
+            "pitch": int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1)),
+            "gap": 0, "noise_seed": [seed, 6, j],
+        })  # fmt: skip
+        row += len(TEST_CONDITIONS)
+    return jobs
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _row(job: dict[str, Any], rid: int, audio: np.ndarray, **extra: Any) -> dict[str, Any]:
+    out = {
+        "id": rid,
+        "audio": f"audio/{rid:06d}.flac",
+        "text": job["text"],
+        "split": job["split"],
+    }
+    if "dialect" in job:
+        out.update(
+            voice=voice_name(job["dialect"], job["variant"]),
+            dialect=job["dialect"],
+            variant=job["variant"],
+            speed=job["speed"],
+            pitch=job["pitch"],
+            gap=job["gap"],
+        )
+    else:
+        out.update(voice="", dialect="", variant="", speed=0, pitch=0, gap=0)
+    if "voice_fallback_from" in job:
+        out["voice_fallback_from"] = job["voice_fallback_from"]
+    out.update(extra)
+    out["duration"] = round(len(audio) / SAMPLE_RATE, 4)
+    return out
+
+
+def _speak(job: dict[str, Any]) -> np.ndarray:
+    """espeak-ng for a job; if the variant crashes espeak-ng (or yields no audio), fall back
+    to the plain dialect voice and record that in ``job`` (deterministic: same inputs)."""
+    args = (job["text"], voice_name(job["dialect"], job["variant"]), job["speed"], job["pitch"])
+    try:
+        speech = espeak_synth(*args, job["gap"])
+        if len(speech) < SAMPLE_RATE // 10:
+            raise ValueError("espeak-ng produced no audio")
+    except (subprocess.CalledProcessError, ValueError, RuntimeError):
+        if not job["variant"]:
+            raise
+        job["voice_fallback_from"] = job["variant"]
+        job["variant"] = ""
+        speech = espeak_synth(job["text"], job["dialect"], job["speed"], job["pitch"], job["gap"])
+    return limit_peak(speech)
+
+
+def render_job(job: dict[str, Any], out_dir: Path) -> list[dict[str, Any]]:
+    """Synthesize one job and write its FLAC file(s); returns manifest rows."""
+    job = dict(job)  # _speak may record a voice fallback
+    audio_dir = out_dir / "audio"
+    if job["kind"] == "empty":
+        n = len(pad_to_multiple(np.zeros(round(job["duration_s"] * SAMPLE_RATE))))
+        rng = np.random.default_rng(job["noise_seed"])
+        p = job["aug_params"]
+        if job["aug"] == "noise":
+            x = make_noise(n, p["color"], rng) * 10 ** (p["dbfs"] / 20)
+        elif "dither_dbfs" in p:
+            x = rng.standard_normal(n).astype(np.float32) * 10 ** (p["dither_dbfs"] / 20)
+        else:
+            x = np.zeros(n, dtype=np.float32)
+        x = limit_peak(x)
+        write_flac(audio_dir / f"{job['id']:06d}.flac", x)
+        return [_row(job, job["id"], x, aug=job["aug"], aug_params=p, empty=True,
+                     speech_duration=0.0, lead_s=0.0, trail_s=0.0)]  # fmt: skip
+
+    speech = _speak(job)
+    speech_dur = round(len(speech) / SAMPLE_RATE, 4)
+
+    if job["kind"] == "speech":
+        x = add_silence(speech, job["lead_s"], job["trail_s"])
+        x = pad_to_multiple(x)
+        params = dict(job["aug_params"])
+        x = apply_aug(x, job["aug"], params, job["noise_seed"])
+        write_flac(audio_dir / f"{job['id']:06d}.flac", x)
+        return [_row(job, job["id"], x, aug=job["aug"], aug_params=params, empty=False,
+                     speech_duration=speech_dur, lead_s=job["lead_s"],
+                     trail_s=job["trail_s"])]  # fmt: skip
+
+    # test utterance: the same padded clip under every condition
+    base = pad_to_multiple(speech)
+    rows = []
+    for c, cond in enumerate(TEST_CONDITIONS):
+        rid = job["id"] + c
+        params: dict[str, Any] = {}
+        if cond == "noise":
+            params = {"snr_db": TEST_SNR_DB, "color": "white"}
+        elif cond == "mp3":
+            params = {"level": TEST_MP3_LEVEL}
+        x = apply_aug(base, cond, params, job["noise_seed"])
+        write_flac(audio_dir / f"{rid:06d}.flac", x)
+        rows.append(_row(job, rid, x, aug=cond, aug_params=params, condition=cond,
+                         utt=job["utt"], empty=False, speech_duration=speech_dur,
+                         lead_s=0.0, trail_s=0.0))  # fmt: skip
+    return rows
+
+
+def _render_worker(args: tuple[dict[str, Any], str]) -> list[dict[str, Any]]:
+    job, out = args
+    return render_job(job, Path(out))
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def corpus_params(
+    n_train: int, n_test: int, seed: int, min_words: int = 4, max_words: int = 14
+) -> dict[str, Any]:
+    """Everything that determines the corpus content (compared for idempotency)."""
+    return {
+        "recipe_version": RECIPE_VERSION,
+        "n_train": n_train,
+        "n_test": n_test,
+        "seed": seed,
+        "test_seed": seed + textgen.TEST_SEED_OFFSET,
+        "min_words": min_words,
+        "max_words": max_words,
+        "text": {
+            "wordfreq_top_n": textgen.WORDFREQ_TOP_N,
+            "wordfreq_flatten": textgen.WORDFREQ_FLATTEN,
+            "composed_fraction": textgen.COMPOSED_FRACTION,
+            "license_note": "wordfreq: code Apache-2.0, data CC-BY-SA 4.0",
+        },
+        "espeak": espeak_version(),
+        "dialects": list(DIALECTS),
+        "variants": list(available_variants()),
+        "speed_range": list(SPEED_RANGE),
+        "pitch_range": list(PITCH_RANGE),
+        "gap_prob": GAP_PROB,
+        "gap_range": list(GAP_RANGE),
+        "sample_rate": SAMPLE_RATE,
+        "pad_multiple_s": PAD_MULTIPLE_S,
+        "aug_weights": AUG_WEIGHTS,
+        "snr_range_db": list(SNR_RANGE_DB),
+        "gain_range_db": list(GAIN_RANGE_DB),
+        "codec_level_range": list(CODEC_LEVEL_RANGE),
+        "silence_prob": SILENCE_PROB,
+        "silence_range_s": list(SILENCE_RANGE_S),
+        "empty_fraction": EMPTY_FRACTION,
+        "empty_duration_range_s": list(EMPTY_DURATION_RANGE_S),
+        "empty_noise_dbfs": list(EMPTY_NOISE_DBFS),
+        "test_conditions": list(TEST_CONDITIONS),
+        "test_snr_db": TEST_SNR_DB,
+        "test_mp3_level": TEST_MP3_LEVEL,
+        "test_speed_range": list(TEST_SPEED_RANGE),
+    }
+
+
+def _run_jobs(
+    jobs: Sequence[dict[str, Any]], out: Path, workers: int, progress: bool
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    args = [(j, str(out)) for j in jobs]
+    t0 = time.monotonic()
+
+    def collect(results: Iterable[list[dict[str, Any]]]) -> None:
+        for k, r in enumerate(results, 1):
+            rows.extend(r)
+            if progress and (k % 1000 == 0 or k == len(jobs)):
+                el = time.monotonic() - t0
+                print(f"  {k}/{len(jobs)} jobs, {el:.0f} s", file=sys.stderr, flush=True)
+
+    if workers <= 1:
+        collect(_render_worker(a) for a in args)
+    else:
+        with mp.get_context("fork").Pool(workers) as pool:
+            collect(pool.imap_unordered(_render_worker, args, chunksize=8))
+    rows.sort(key=lambda r: r["id"])
+    return rows
+
+
+def build_corpus(
+    out: str | os.PathLike[str],
+    n_train: int,
+    n_test: int,
+    seed: int,
+    workers: int = 2,
+    min_words: int = 4,
+    max_words: int = 14,
+    force: bool = False,
+    progress: bool = False,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Generate the corpus into ``out`` and return the recipe.
+
+    Idempotent: when ``out/manifest.jsonl`` exists and ``out/recipe.json`` has the same
+    ``params``, nothing is regenerated and the stored recipe is returned (``skipped``).
+
+    Manifest rows: ``id, audio, text, split, voice, dialect, variant, speed, pitch, gap,
+    aug, aug_params, empty, speech_duration, lead_s, trail_s, duration`` plus, for test
+    rows, ``condition`` (clean|8k|mp3|noise) and ``utt`` (shared by the conditions of one
+    utterance).  ``aug`` is clean|noise|gain|8k|mp3|ogg, or silence|noise for empty rows.
+    """
+    out = Path(out)
+    params = corpus_params(n_train, n_test, seed, min_words, max_words)
+    manifest = out / "manifest.jsonl"
+    recipe_path = out / "recipe.json"
+    if not force and manifest.exists() and recipe_path.exists():
+        try:
+            old = json.loads(recipe_path.read_text())
+        except json.JSONDecodeError:
+            old = {}
+        if old.get("params") == params:
+            old["skipped"] = True
+            return old
+
+    t0 = time.monotonic()
+    split = textgen.split_train_test(
+        n_train, n_test, seed, params["test_seed"], min_words, max_words
+    )
+    t_text = time.monotonic() - t0
+    jobs = plan_corpus(split.train, split.test, seed, params["variants"])
+
+    for stale in (manifest, recipe_path):
+        stale.unlink(missing_ok=True)
+    audio_dir = out / "audio"
+    if audio_dir.exists():
+        shutil.rmtree(audio_dir)
+    audio_dir.mkdir(parents=True)
+
+    t1 = time.monotonic()
+    rows = _run_jobs(jobs, out, workers, progress)
+    t_audio = time.monotonic() - t1
+
+    tmp = manifest.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    tmp.replace(manifest)
+
+    recipe = {
+        "params": params,
+        "text_split": split.summary(),
+        "counts": corpus_stats(rows),
+        "timing_s": {
+            "text": round(t_text, 2),
+            "audio": round(t_audio, 2),
+            "total": round(time.monotonic() - t0, 2),
+            "workers": workers,
+            "cpu_count": os.cpu_count(),
+        },
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": command,
+    }
+    tmp = recipe_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(recipe, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(recipe_path)
+    recipe["skipped"] = False
+    return recipe
+
+
+def corpus_stats(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def hours(rs: Iterable[dict[str, Any]]) -> float:
+        return round(sum(r["duration"] for r in rs) / 3600, 4)
+
+    train = [r for r in rows if r["split"] == "train"]
+    test = [r for r in rows if r["split"] == "test"]
+    return {
+        "rows": len(rows),
+        "train_rows": len(train),
+        "train_speech_rows": sum(not r["empty"] for r in train),
+        "train_empty_rows": sum(r["empty"] for r in train),
+        "test_rows": len(test),
+        "test_utterances": len({r["utt"] for r in test}),
+        "hours_total": hours(rows),
+        "hours_train": hours(train),
+        "hours_test": hours(test),
+        "hours_train_speech_unpadded": round(sum(r["speech_duration"] for r in train) / 3600, 4),
+        "train_aug": dict(sorted(Counter(r["aug"] for r in train if not r["empty"]).items())),
+        "train_empty_aug": dict(sorted(Counter(r["aug"] for r in train if r["empty"]).items())),
+        "train_dialect": dict(sorted(Counter(r["dialect"] for r in train if r["dialect"]).items())),
+        "test_condition": dict(sorted(Counter(r["condition"] for r in test).items())),
+        "test_dialect": dict(sorted(Counter(r["dialect"] for r in test).items())),
+        "duration_s": {
+            "min": min((r["duration"] for r in rows), default=0.0),
+            "max": max((r["duration"] for r in rows), default=0.0),
+            "mean": round(sum(r["duration"] for r in rows) / max(1, len(rows)), 3),
+        },
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m serve_app.modelbuild.synth",
+        description="Generate the synthetic Vietnamese espeak-ng speech corpus.",
+    )
+    ap.add_argument("--out", required=True, help="output folder (e.g. data/corpus)")
+    ap.add_argument("--n-train", type=int, default=12000, help="training sentences")
+    ap.add_argument("--n-test", type=int, default=300, help="test sentences (x4 conditions)")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--min-words", type=int, default=4)
+    ap.add_argument("--max-words", type=int, default=14)
+    ap.add_argument("--force", action="store_true", help="regenerate even if up to date")
+    a = ap.parse_args(argv)
+    recipe = build_corpus(
+        a.out, a.n_train, a.n_test, a.seed, a.workers, a.min_words, a.max_words,
+        force=a.force, progress=True,
+        command=" ".join(["python -m serve_app.modelbuild.synth", *(argv or sys.argv[1:])]),
+    )  # fmt: skip
+    if recipe.get("skipped"):
+        print(f"{a.out}: up to date (recipe matches), skipped", file=sys.stderr)
+    c, t = recipe["counts"], recipe["timing_s"]
+    print(
+        f"{a.out}: {c['rows']} rows ({c['train_rows']} train incl. {c['train_empty_rows']} "
+        f"empty, {c['test_rows']} test), {c['hours_total']:.2f} h "
+        f"(train {c['hours_train']:.2f} h), generated in {t['total']:.1f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
