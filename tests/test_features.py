@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from transformers import WhisperFeatureExtractor
@@ -172,14 +170,3 @@ def test_invalid_arguments() -> None:
         log_mel_spectrogram(audio[:100], pad_to_frames=1)
     with pytest.raises(EmptyAudioError):
         log_mel_spectrogram(np.zeros(0, dtype=np.float32))
-
-
-def test_30_seconds_take_well_under_50_ms() -> None:
-    audio = speechlike(30.0)
-    log_mel_spectrogram(audio, pad_to_frames=N_FRAMES)  # warm the filterbank cache
-    timings = []
-    for _ in range(5):
-        start = time.perf_counter()
-        log_mel_spectrogram(audio, pad_to_frames=N_FRAMES)
-        timings.append(time.perf_counter() - start)
-    assert min(timings) < 0.050, f"best of 5: {min(timings) * 1000:.1f} ms"

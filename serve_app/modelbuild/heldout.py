@@ -1,0 +1,90 @@
+"""CER/WER of a bundle on the corpus's held-out test split, per condition and dialect.
+
+    python -m serve_app.modelbuild.heldout --corpus data/corpus --model models/default
+
+Writes `test_<condition>.jsonl` manifests next to the corpus (usable with `vi-asr eval`)
+and a JSON report. Test sentences never occur in training (sentence-level split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from serve_app.evaluation import evaluate
+from serve_app.transcriber import Transcriber
+
+BATCH = 32  # recordings encoded together; results do not depend on it
+
+
+def test_rows(corpus: Path) -> list[dict]:
+    rows = [json.loads(x) for x in (corpus / "manifest.jsonl").read_text().splitlines() if x]
+    return [r for r in rows if r["split"] == "test"]
+
+
+def write_condition_manifests(corpus: Path) -> dict[str, Path]:
+    by_condition: dict[str, list[str]] = defaultdict(list)
+    for r in test_rows(corpus):
+        by_condition[r["condition"]].append(
+            json.dumps({"audio": r["audio"], "text": r["text"]}, ensure_ascii=False)
+        )
+    paths = {}
+    for condition, lines in by_condition.items():
+        paths[condition] = corpus / f"test_{condition}.jsonl"
+        paths[condition].write_text("\n".join(lines) + "\n")
+    return paths
+
+
+def score_bundle(corpus: Path, model: Path, precision: str) -> dict:
+    transcriber = Transcriber(model, precision=precision)
+    rows = test_rows(corpus)
+    hyps: list[str] = []
+    t0 = time.time()
+    for b in range(0, len(rows), BATCH):
+        datas = [(corpus / r["audio"]).read_bytes() for r in rows[b : b + BATCH]]
+        hyps += [t.text for t in transcriber.transcribe_many(datas)]
+    seconds = time.time() - t0
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        groups[f"condition={r['condition']}"].append(i)
+        if r["condition"] == "clean":
+            groups[f"clean,dialect={r['dialect']}"].append(i)
+    groups["all"] = list(range(len(rows)))
+    report: dict = {"model": str(model), "precision": precision, "n": len(rows)}
+    for name, idxs in sorted(groups.items()):
+        result = evaluate([rows[i]["text"] for i in idxs], [hyps[i] for i in idxs])
+        report[name] = {"cer": round(result.cer, 4), "wer": round(result.wer, 4), "n": len(idxs)}
+    audio_s = sum(r["duration"] for r in rows)
+    report["seconds"] = round(seconds, 1)
+    report["x_real_time"] = round(audio_s / seconds, 1)
+    report["examples"] = [
+        {"ref": rows[i]["text"], "hyp": hyps[i], "condition": rows[i]["condition"]}
+        for i in range(0, len(rows), max(1, len(rows) // 12))
+    ]
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m serve_app.modelbuild.heldout")
+    p.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    p.add_argument("--model", type=Path, nargs="+", default=[Path("models/default")])
+    p.add_argument("--precision", nargs="+", default=["fp32", "int8"])
+    p.add_argument("--out", type=Path, default=Path("data/heldout_results.json"))
+    args = p.parse_args(argv)
+    write_condition_manifests(args.corpus)
+    reports = []
+    for model in args.model:
+        for precision in args.precision:
+            report = score_bundle(args.corpus, model, precision)
+            reports.append(report)
+            summary = {k: v for k, v in report.items() if k != "examples"}
+            print(json.dumps(summary, ensure_ascii=False), flush=True)
+    args.out.write_text(json.dumps(reports, indent=2, ensure_ascii=False) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
