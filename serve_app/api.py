@@ -1,0 +1,433 @@
+"""The HTTP API: a plain Starlette ASGI app with the transcription pipeline injected.
+
+Ray-free on purpose: `serve_app.deployments.Ingress` builds it around handles to the other
+stages, tests build it around a fake, and `InProcessPipeline` runs it without Ray at all.
+Every error becomes a JSON response in one place (`_error_response`), shaped like OpenAI's
+(`{"error": {"code", "message", "type"}}`) so SDK clients surface the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serve_app import __version__
+from serve_app.audio import DEFAULT_MAX_BYTES
+from serve_app.errors import InputError
+from serve_app.formats import Transcript, render
+
+SERVICE_NAME = "vi-asr-serve"
+REQUEST_ID_HEADER = "x-request-id"
+MAX_REQUEST_ID_CHARS = 128  # a client's own id is echoed only when it is this short
+MULTIPART_OVERHEAD_BYTES = 64 * 1024  # boundaries and small fields around the file part
+MAX_FORM_FIELDS = 32
+OPENAI_MODEL_ALIASES = frozenset({"whisper-1", "default"})  # what SDK examples send
+LANGUAGE_NAMES = {"vi": "vietnamese"}  # OpenAI's verbose_json names the language in full
+LANGUAGE_ALIASES = {"vi": "vi", "vie": "vi", "vi-vn": "vi", "vietnamese": "vi"}
+TRANSCRIBE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+GRANULARITIES = ("word", "segment")
+TEXT_MEDIA_TYPES = {"text": "text/plain", "srt": "text/plain", "vtt": "text/vtt"}
+RAW_AUDIO_TYPES = ("audio/", "application/octet-stream")
+
+
+# ---------------------------------------------------------------------------------------
+# What the app needs from the stages behind it
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """What GET /, /models and /languages report; taken from the bundle's config."""
+
+    model: str
+    precision: str
+    language: str = "vi"
+    sample_rate: int = 16000
+    max_upload_bytes: int = DEFAULT_MAX_BYTES
+    max_duration_s: float = 3600.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    transcript: Transcript
+    # Per encoded window, the size of the encoder batch it ran in (for load tests).
+    encoder_batch_sizes: tuple[int, ...] = ()
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class Pipeline(Protocol):
+    info: ServiceInfo
+
+    async def transcribe(self, audio: bytes) -> PipelineResult: ...
+
+    async def health(self) -> dict[str, str]:
+        """Stage name -> "ok" or what went wrong."""
+        ...
+
+
+class ServiceUnavailable(Exception):
+    """A stage is overloaded or down: the client should retry later (503)."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    api_key: str | None = None  # when set, POST routes need `Authorization: Bearer <key>`
+    max_upload_bytes: int = DEFAULT_MAX_BYTES
+    health_timeout_s: float = 3.0
+    # Ray Serve's proxy already sets X-Request-ID on every response (its own 503s too);
+    # the app adds it only when it runs without that proxy.
+    add_request_id_header: bool = True
+
+
+class ApiError(Exception):
+    """A request the API itself rejects (bad field, auth, media type)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+# ---------------------------------------------------------------------------------------
+# Request ids and errors, handled once at the edge
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (the client's X-Request-ID when sane) in scope["state"]."""
+
+    def __init__(self, app: ASGIApp, add_header: bool) -> None:
+        self.app = app
+        self.add_header = add_header
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id_from(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if self.add_header and message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def _request_id_from(scope: Scope) -> str:
+    for key, value in scope.get("headers", []):
+        if key == REQUEST_ID_HEADER.encode():
+            text = value.decode("latin-1").strip()
+            if 0 < len(text) <= MAX_REQUEST_ID_CHARS and text.isprintable():
+                return text
+    return uuid.uuid4().hex
+
+
+def request_id(request: Request) -> str:
+    return request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex
+
+
+def _error_response(status: int, code: str, message: str, headers=None) -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    body = {"error": {"code": code, "message": message, "type": kind}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _on_input_error(_: Request, exc: InputError) -> Response:
+    return _error_response(exc.http_status, exc.code, str(exc))
+
+
+async def _on_api_error(_: Request, exc: ApiError) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return _error_response(exc.status, exc.code, str(exc), headers)
+
+
+async def _on_unavailable(_: Request, exc: ServiceUnavailable) -> Response:
+    retry = exc.retry_after_s
+    headers = {"Retry-After": str(max(1, round(retry)))} if retry else None
+    return _error_response(503, "service_unavailable", str(exc), headers)
+
+
+async def _on_http_exception(_: Request, exc: HTTPException) -> Response:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+    return _error_response(exc.status_code, code, str(exc.detail), exc.headers)
+
+
+async def _on_unexpected(_: Request, exc: Exception) -> Response:
+    # Only genuine server faults land here: every bad upload raises an InputError.
+    return _error_response(500, "internal_error", f"internal error: {type(exc).__name__}")
+
+
+# ---------------------------------------------------------------------------------------
+# Upload parsing: each upload is read once, as raw bytes
+
+
+@dataclass(frozen=True)
+class Upload:
+    audio: bytes
+    fields: dict[str, list[str]]
+
+    def get(self, name: str) -> str | None:
+        values = self.fields.get(name)
+        return values[-1] if values else None
+
+
+async def read_upload(request: Request, max_bytes: int) -> Upload:
+    """A multipart form with a `file` part, or a raw `audio/*` body (fields in the query)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit():
+        slack = MULTIPART_OVERHEAD_BYTES if content_type == "multipart/form-data" else 0
+        if int(declared) > max_bytes + slack:
+            raise ApiError(
+                413, "audio_too_large", f"upload is {declared} bytes, the limit is {max_bytes}"
+            )
+    if content_type == "multipart/form-data":
+        return await _read_multipart(request, max_bytes)
+    if content_type.startswith(RAW_AUDIO_TYPES):
+        audio = await _read_body(request, max_bytes)
+        fields = {k: request.query_params.getlist(k) for k in request.query_params}
+        return Upload(audio, fields)
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        f"send multipart/form-data with a `file` part, or a raw audio/* body; "
+        f"got Content-Type {content_type or 'none'!r}",
+    )
+
+
+async def _read_multipart(request: Request, max_bytes: int) -> Upload:
+    async with request.form(max_files=1, max_fields=MAX_FORM_FIELDS) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(400, "missing_file", "the form has no `file` part with the audio")
+        audio = await upload.read(max_bytes + 1)
+        if len(audio) > max_bytes:
+            raise ApiError(413, "audio_too_large", f"upload is over the {max_bytes} byte limit")
+        fields: dict[str, list[str]] = {}
+        for key, value in form.multi_items():
+            if isinstance(value, str):
+                fields.setdefault(key, []).append(value)
+    return Upload(audio, fields)
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise ApiError(413, "audio_too_large", f"upload is over the {max_bytes} byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# ---------------------------------------------------------------------------------------
+# Field validation
+
+
+def _check_language(value: str | None, info: ServiceInfo) -> None:
+    if not value:
+        return
+    code = LANGUAGE_ALIASES.get(value.strip().lower())
+    if code != info.language:
+        raise ApiError(
+            400,
+            "unsupported_language",
+            f"language {value!r} is not served; this model transcribes {info.language!r}",
+        )
+
+
+def _check_model(value: str | None, info: ServiceInfo) -> None:
+    if value and value not in {info.model, *OPENAI_MODEL_ALIASES}:
+        raise ApiError(400, "model_not_found", f"model {value!r} is not served; use {info.model!r}")
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ApiError(
+            400, f"invalid_{name}", f"{name} {value!r} is not one of {', '.join(allowed)}"
+        )
+    return value
+
+
+def _granularities(upload: Upload) -> set[str]:
+    values = upload.fields.get("timestamp_granularities[]", []) + upload.fields.get(
+        "timestamp_granularities", []
+    )
+    return {_check_choice("timestamp_granularity", v, GRANULARITIES) for v in values}
+
+
+# ---------------------------------------------------------------------------------------
+# The app
+
+
+def create_app(pipeline: Pipeline, settings: ApiSettings | None = None) -> ASGIApp:
+    settings = settings or ApiSettings()
+    info = pipeline.info
+    max_bytes = min(settings.max_upload_bytes, info.max_upload_bytes)
+
+    def authorize(request: Request) -> None:
+        if not settings.api_key:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), settings.api_key.encode()
+        ):
+            raise ApiError(401, "invalid_api_key", "missing or wrong `Authorization: Bearer` key")
+
+    async def transcribe_upload(request: Request) -> tuple[Upload, PipelineResult, float]:
+        started = time.perf_counter()
+        authorize(request)
+        upload = await read_upload(request, max_bytes)
+        _check_language(upload.get("language"), info)
+        _check_model(upload.get("model"), info)
+        result = await pipeline.transcribe(upload.audio)
+        return upload, result, time.perf_counter() - started
+
+    async def transcribe(request: Request) -> Response:
+        upload, result, elapsed = await transcribe_upload(request)
+        fmt = _check_choice(
+            "response_format", upload.get("response_format") or "json", TRANSCRIBE_FORMATS
+        )
+        headers = _debug_headers(result)
+        if fmt in TEXT_MEDIA_TYPES:
+            return _text_response(result.transcript, fmt, headers)
+        t = result.transcript
+        body = {
+            "id": request_id(request),
+            **t.to_dict(),
+            "model": info.model,
+            "processing_time": round(elapsed, 3),
+            "real_time_factor": round(elapsed / t.duration, 4) if t.duration > 0 else None,
+            "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        if fmt == "verbose_json":
+            body["task"] = "transcribe"
+        return JSONResponse(body, headers=headers)
+
+    async def openai_transcriptions(request: Request) -> Response:
+        upload, result, _ = await transcribe_upload(request)
+        fmt = _check_choice(
+            "response_format", upload.get("response_format") or "json", TRANSCRIBE_FORMATS
+        )
+        granularities = _granularities(upload)
+        headers = _debug_headers(result)
+        t = result.transcript
+        if fmt in TEXT_MEDIA_TYPES:
+            return _text_response(t, fmt, headers)
+        if fmt == "json":
+            return JSONResponse({"text": t.text}, headers=headers)
+        body: dict[str, Any] = {
+            "task": "transcribe",
+            "language": LANGUAGE_NAMES.get(t.language, t.language),
+            "duration": round(t.duration, 3),
+            "text": t.text,
+            "segments": [
+                {"id": i, "start": s.start, "end": s.end, "text": s.text}
+                for i, s in enumerate(t.segments)
+            ],
+        }
+        if "word" in granularities:
+            body["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in t.words]
+        return JSONResponse(body, headers=headers)
+
+    async def root(_: Request) -> Response:
+        return JSONResponse(
+            {
+                "service": SERVICE_NAME,
+                "version": __version__,
+                "model": info.model,
+                "precision": info.precision,
+                "language": info.language,
+                "auth": "bearer" if settings.api_key else "none",
+                "limits": {"max_upload_bytes": max_bytes, "max_duration_s": info.max_duration_s},
+                "endpoints": [
+                    "POST /transcribe",
+                    "POST /v1/audio/transcriptions",
+                    "GET /health",
+                    "GET /models",
+                    "GET /languages",
+                ],
+            }
+        )
+
+    async def health(_: Request) -> Response:
+        try:
+            stages = await asyncio.wait_for(pipeline.health(), settings.health_timeout_s)
+        except TimeoutError:
+            stages = {"pipeline": f"no answer within {settings.health_timeout_s} s"}
+        ok = bool(stages) and all(v == "ok" for v in stages.values())
+        body = {"status": "ok" if ok else "unavailable", "stages": stages}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    async def models(_: Request) -> Response:
+        entry = {
+            "id": info.model,
+            "object": "model",
+            "owned_by": SERVICE_NAME,
+            "precision": info.precision,
+            "language": info.language,
+            **info.details,
+        }
+        return JSONResponse({"object": "list", "data": [entry]})
+
+    async def languages(_: Request) -> Response:
+        code = info.language
+        return JSONResponse({"languages": [{"code": code, "name": LANGUAGE_NAMES.get(code)}]})
+
+    routes = [
+        Route("/", root, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/models", models, methods=["GET"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/languages", languages, methods=["GET"]),
+        Route("/transcribe", transcribe, methods=["POST"]),
+        Route("/v1/audio/transcriptions", openai_transcriptions, methods=["POST"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            InputError: _on_input_error,
+            ApiError: _on_api_error,
+            ServiceUnavailable: _on_unavailable,
+            HTTPException: _on_http_exception,
+            Exception: _on_unexpected,
+        },
+    )
+    return RequestIdMiddleware(app, add_header=settings.add_request_id_header)
+
+
+def _text_response(transcript: Transcript, fmt: str, headers: dict[str, str]) -> Response:
+    media_type = TEXT_MEDIA_TYPES[fmt]
+    return PlainTextResponse(render(transcript, fmt), media_type=media_type, headers=headers)
+
+
+def _debug_headers(result: PipelineResult) -> dict[str, str]:
+    """Server-Timing per stage and the encoder batch sizes: cheap, and what load tests read."""
+    headers = {}
+    if result.stage_seconds:
+        headers["Server-Timing"] = ", ".join(
+            f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in result.stage_seconds.items()
+        )
+    if result.encoder_batch_sizes:
+        headers["X-Encoder-Batch-Sizes"] = ",".join(map(str, result.encoder_batch_sizes))
+    return headers
