@@ -1,0 +1,243 @@
+"""Thin Ray Serve wrappers over the Ray-free stages, and the pipeline the ingress runs.
+
+    Ingress --bytes--> Preprocessor --float16 features per window--> Encoder (@serve.batch)
+            --log-probs--> Decoder --Transcript--> Ingress
+
+The ingress calls each stage through its DeploymentHandle. The encoder receives ONE window
+per call so windows of different requests share a batch; silent windows never reach it.
+Options here are defaults for `serve run serve_app.app:build_app`; serve_config.yaml sets
+the real ones (replicas, autoscaling, CPUs, batching).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from ray import serve
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from ray.serve.handle import DeploymentHandle
+
+from serve_app.api import (
+    ApiSettings,
+    PipelineResult,
+    ServiceInfo,
+    ServiceUnavailable,
+    create_app,
+)
+from serve_app.audio import AudioLimits
+from serve_app.bundle import load_bundle
+from serve_app.errors import InputError
+from serve_app.transcriber import Prepared
+
+DEFAULT_MAX_BATCH_SIZE = 8
+DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.02  # 20 ms: small next to a window's encode time
+BATCH_SIZE_BUCKETS = [b + 0.5 for b in range(1, 32)]  # one bucket per batch size 1..32
+STAGE_ERRORS = (ActorDiedError, ActorUnavailableError, RayActorError)
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """The Encoder's `user_config`: changed live with `serve deploy`, no restart."""
+
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    batch_wait_timeout_s: float = DEFAULT_BATCH_WAIT_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_batch_size <= 64:
+            raise ValueError(f"max_batch_size must be in 1..64, got {self.max_batch_size}")
+        if not 0.0 <= self.batch_wait_timeout_s <= 1.0:
+            raise ValueError(
+                f"batch_wait_timeout_s must be in [0, 1] s, got {self.batch_wait_timeout_s}"
+            )
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=8)
+class Preprocessor:
+    """Decode, resample, window, log-mel; ships float16 features."""
+
+    def __init__(self, bundle_dir: str, limits: AudioLimits | None = None) -> None:
+        from serve_app.transcriber import Preprocessor as CorePreprocessor
+
+        self.core = CorePreprocessor(load_bundle(bundle_dir).config, limits)
+
+    def __call__(self, audio: bytes) -> Prepared:
+        return self.core(audio)
+
+    def ping(self) -> str:
+        return "ok"
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.5},
+    max_ongoing_requests=32,
+    user_config={
+        "max_batch_size": DEFAULT_MAX_BATCH_SIZE,
+        "batch_wait_timeout_s": DEFAULT_BATCH_WAIT_TIMEOUT_S,
+    },
+)
+class Encoder:
+    """ONNX Runtime behind @serve.batch: one window per call, batches across requests."""
+
+    def __init__(
+        self, bundle_dir: str, precision: str | None = None, ort_threads: int | None = None
+    ) -> None:
+        from ray.serve import metrics
+
+        from serve_app.encoder import EncoderOptions, OnnxEncoder
+
+        bundle = load_bundle(bundle_dir)
+        overrides = {} if ort_threads is None else {"intra_op_threads": ort_threads}
+        options = EncoderOptions.from_env(**overrides)
+        self.core = OnnxEncoder(bundle.model_path(precision), options)
+        self.batch_sizes = metrics.Histogram(
+            "asr_encoder_batch_size",
+            description="Windows per @serve.batch call of the encoder.",
+            boundaries=BATCH_SIZE_BUCKETS,
+        )
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        config = BatchingConfig(**user_config)
+        self.encode.set_max_batch_size(config.max_batch_size)
+        self.encode.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+        # OnnxEncoder splits a batch into similar-length groups of at most max_batch.
+        self.core.options = replace(self.core.options, max_batch=config.max_batch_size)
+
+    @serve.batch(
+        max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S
+    )
+    async def encode(self, features: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
+        # A worker thread keeps the replica's event loop free to queue the next batch and
+        # to answer health checks while ONNX Runtime runs (it releases the GIL).
+        return await asyncio.to_thread(self.run_batch, features)
+
+    def run_batch(self, features: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
+        """The batch body, callable without Ray: (log-probs, batch size) per window."""
+        self.batch_sizes.observe(len(features))
+        return [(out, len(features)) for out in self.core.run(features)]
+
+    def ping(self) -> str:
+        return "ok"
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=16)
+class Decoder:
+    """Greedy CTC, word timestamps, stitching of windows."""
+
+    def __init__(self, bundle_dir: str) -> None:
+        from serve_app.transcriber import Decoder as CoreDecoder
+
+        bundle = load_bundle(bundle_dir)
+        self.core = CoreDecoder(bundle.vocabulary(), bundle.config.language)
+        # Compile the numba kernels now rather than on the first request.
+        vocab_size = bundle.vocabulary().size
+        self.core.decode_window(np.zeros((4, vocab_size), np.float32), 0.0, 0.08)
+
+    def __call__(self, prepared: Prepared, log_probs: list[np.ndarray | None]):
+        return self.core(prepared, log_probs)
+
+    def ping(self) -> str:
+        return "ok"
+
+
+class ServePipeline:
+    """The `api.Pipeline` the ingress runs: stage calls through DeploymentHandles."""
+
+    def __init__(
+        self,
+        preprocessor: DeploymentHandle,
+        encoder: DeploymentHandle,
+        decoder: DeploymentHandle,
+        info: ServiceInfo,
+        ping_timeout_s: float = 2.0,
+    ) -> None:
+        self.stages = {"preprocessor": preprocessor, "encoder": encoder, "decoder": decoder}
+        self.preprocessor, self.encoder, self.decoder = preprocessor, encoder, decoder
+        self.info = info
+        self.ping_timeout_s = ping_timeout_s
+
+    async def transcribe(self, audio: bytes) -> PipelineResult:
+        try:
+            return await self._transcribe(audio)
+        except InputError as exc:
+            raise _original(exc) from None
+        except BackPressureError as exc:
+            raise ServiceUnavailable(
+                "the service is at capacity, retry shortly", exc.retry_after_s
+            ) from None
+        except (DeploymentUnavailableError, *STAGE_ERRORS) as exc:
+            raise ServiceUnavailable(f"a stage is unavailable ({type(exc).__name__})") from None
+
+    async def _transcribe(self, audio: bytes) -> PipelineResult:
+        t0 = time.perf_counter()
+        prepared: Prepared = await self.preprocessor.remote(audio)
+        t1 = time.perf_counter()
+        speech = [i for i, w in enumerate(prepared.windows) if w.features is not None]
+        encoded = await asyncio.gather(
+            *(self.encoder.encode.remote(prepared.windows[i].features) for i in speech)
+        )
+        t2 = time.perf_counter()
+        log_probs: list[np.ndarray | None] = [None] * len(prepared.windows)
+        for i, (out, _) in zip(speech, encoded, strict=True):
+            log_probs[i] = out
+        # The decoder needs the window times, not the features: don't ship them again.
+        skeleton = Prepared(
+            prepared.duration_s, [replace(w, features=None) for w in prepared.windows]
+        )
+        transcript = await self.decoder.remote(skeleton, log_probs)
+        t3 = time.perf_counter()
+        return PipelineResult(
+            transcript=transcript,
+            encoder_batch_sizes=tuple(size for _, size in encoded),
+            stage_seconds={"preprocess": t1 - t0, "encode": t2 - t1, "decode": t3 - t2},
+        )
+
+    async def health(self) -> dict[str, str]:
+        names = list(self.stages)
+        results = await asyncio.gather(*(self._ping(self.stages[n]) for n in names))
+        return dict(zip(names, results, strict=True))
+
+    async def _ping(self, handle: DeploymentHandle) -> str:
+        try:
+            return await asyncio.wait_for(_await(handle.ping.remote()), self.ping_timeout_s)
+        except TimeoutError:
+            return f"no answer within {self.ping_timeout_s} s"
+        except Exception as exc:  # any failure means "not healthy", reported as text
+            return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+async def _await(response: Any) -> Any:
+    return await response
+
+
+def _original(exc: InputError) -> InputError:
+    """Ray re-raises a stage's exception as a RayTaskError that is also an instance of the
+    original class; its message is a traceback. Return the original, message intact."""
+    if isinstance(exc, RayTaskError) and isinstance(exc.cause, InputError):
+        return exc.cause
+    return exc
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
+@serve.ingress()
+class Ingress:
+    """The HTTP edge: the ASGI app from `serve_app.api`, built once the replica is up."""
+
+    def __init__(
+        self,
+        preprocessor: DeploymentHandle,
+        encoder: DeploymentHandle,
+        decoder: DeploymentHandle,
+        info: ServiceInfo,
+        settings: ApiSettings,
+    ) -> None:
+        ping_timeout_s = max(0.5, settings.health_timeout_s - 0.5)
+        self.pipeline = ServePipeline(preprocessor, encoder, decoder, info, ping_timeout_s)
+        self.settings = settings
+
+    def __serve_build_asgi_app__(self):
+        return create_app(self.pipeline, self.settings)
