@@ -1,0 +1,265 @@
+"""The real graph: one local Ray cluster and Serve instance on 127.0.0.1 for this module.
+
+It deploys serve_config.yaml itself (port and bundle swapped for the test's), so the config
+that `make serve` runs is the one under test. Only what this module started is stopped:
+`serve.shutdown()` and `ray.shutdown()` end the cluster `ray.init(address="local")` made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from serve_app.transcriber import Transcriber
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parent.parent
+CLIPS = REPO / "tests" / "data" / "clips"
+API_KEY = "integration-test-key"
+AUTH = {"authorization": f"Bearer {API_KEY}"}
+APP_NAME = "asr"
+DEPLOY_TIMEOUT_S = 180
+TRANSCRIPT_KEYS = ("text", "language", "duration", "words", "segments")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _clip_names() -> list[str]:
+    rows = (json.loads(line) for line in (CLIPS / "manifest.jsonl").read_text().splitlines())
+    return [row["audio"] for row in rows]
+
+
+@pytest.fixture(scope="module")
+def reference(default_bundle) -> dict[str, dict]:
+    """What the in-process transcriber (`vi-asr transcribe`) says for every clip."""
+    transcriber = Transcriber(default_bundle)
+    return {
+        name: transcriber.transcribe((CLIPS / name).read_bytes()).to_dict()
+        for name in _clip_names()
+    }
+
+
+@pytest.fixture(scope="module")
+def base_url(default_bundle, reference) -> str:
+    import ray
+    from ray import serve
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    port = _free_port()
+    config["http_options"].update(host="127.0.0.1", port=port)
+    app = config["applications"][0]
+    app["args"].update(model_dir=str(default_bundle), api_key=API_KEY, health_timeout_s=2)
+    schema = ServeDeploySchema.model_validate(config)
+
+    # A short temp dir of our own: Ray's socket paths must stay under ~107 characters.
+    temp_dir = tempfile.mkdtemp(prefix="ray-it-", dir="/tmp")
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        namespace="serve",
+        log_to_driver=False,
+        _temp_dir=temp_dir,
+    )
+    try:
+        serve.start(http_options=config["http_options"], proxy_location=config["proxy_location"])
+        # What `serve run serve_config.yaml` does after starting Serve.
+        _get_global_client().deploy_apps(schema)
+        _wait_running(serve)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _wait_running(serve) -> None:
+    deadline = time.monotonic() + DEPLOY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        status = serve.status().applications.get(APP_NAME)
+        if status is not None and status.status == "RUNNING":
+            return
+        if status is not None and status.status == "DEPLOY_FAILED":
+            pytest.fail(f"deploy failed: {status.message}")
+        time.sleep(1)
+    pytest.fail(f"application not RUNNING after {DEPLOY_TIMEOUT_S} s")
+
+
+def post_clip(base_url: str, name: str, **data) -> httpx.Response:
+    with (CLIPS / name).open("rb") as f:
+        return httpx.post(
+            f"{base_url}/transcribe",
+            files={"file": (name, f, "application/octet-stream")},
+            data=data,
+            headers=AUTH,
+            timeout=120,
+        )
+
+
+def test_clips_over_http_match_the_in_process_transcriber(base_url, reference):
+    for name, expected in reference.items():
+        response = post_clip(base_url, name)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert {k: body[k] for k in TRANSCRIPT_KEYS} == expected, name
+        assert body["model"] and body["processing_time"] > 0
+        assert response.headers.get_list("x-request-id") == [body["id"]]
+
+
+def test_raw_audio_body_and_subtitle_format(base_url, reference):
+    name = "north_16k.wav"
+    response = httpx.post(
+        f"{base_url}/transcribe?response_format=vtt",
+        content=(CLIPS / name).read_bytes(),
+        headers={**AUTH, "content-type": "audio/wav"},
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    assert response.text.startswith("WEBVTT")
+    for word in reference[name]["text"].split()[:3]:
+        assert word in response.text
+
+
+def test_openai_client_works_unchanged(base_url, reference):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{base_url}/v1", api_key=API_KEY, max_retries=0, timeout=120)
+    name = "south_48k.ogg"
+    with (CLIPS / name).open("rb") as f:
+        result = client.audio.transcriptions.create(model="whisper-1", file=f)
+    assert result.text == reference[name]["text"]
+    with (CLIPS / name).open("rb") as f:
+        verbose = client.audio.transcriptions.create(
+            model="whisper-1",
+            file=f,
+            response_format="verbose_json",
+            timestamp_granularities=["word"],
+        )
+    assert verbose.text == reference[name]["text"]
+    assert [w.word for w in verbose.words] == [w["word"] for w in reference[name]["words"]]
+
+
+def test_burst_of_concurrent_requests_all_succeed_and_batch(base_url, reference):
+    names = [n for n in reference if reference[n]["text"]] * 4  # 20 requests with speech
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(pool.map(lambda n: post_clip(base_url, n), names))
+    assert [r.status_code for r in responses] == [200] * len(names)
+    for name, response in zip(names, responses, strict=True):
+        assert response.json()["text"] == reference[name]["text"], name
+    sizes = [
+        int(size)
+        for r in responses
+        for size in r.headers.get("x-encoder-batch-sizes", "").split(",")
+        if size
+    ]
+    assert max(sizes) > 1, f"the encoder never batched: {sizes}"
+
+
+def test_bad_uploads_get_4xx_while_good_ones_succeed(base_url, reference):
+    url = f"{base_url}/transcribe"
+    noise = os.urandom(4096)
+    bad = [
+        (lambda: httpx.post(url, files={"file": ("e.wav", b"")}, headers=AUTH), 400),
+        (lambda: httpx.post(url, files={"file": ("r.wav", noise)}, headers=AUTH), 415),
+        (
+            lambda: httpx.post(
+                url, content=b"hello", headers={**AUTH, "content-type": "text/plain"}
+            ),
+            415,
+        ),
+        (
+            lambda: httpx.post(url, files={"file": ("t.txt", b"hi", "text/plain")}, headers=AUTH),
+            415,
+        ),
+        (
+            lambda: httpx.post(
+                url, files={"file": ("a.wav", b"x")}, data={"language": "en"}, headers=AUTH
+            ),
+            400,
+        ),
+    ]
+    good = ["north_16k.wav", "central_44k_stereo.flac", "north_f2_22k.mp3"]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        good_futures = [pool.submit(post_clip, base_url, n) for n in good]
+        bad_futures = [(pool.submit(call), status) for call, status in bad]
+        for future, status in bad_futures:
+            response = future.result()
+            assert response.status_code == status, response.text
+            assert response.json()["error"]["code"]
+            assert response.headers["x-request-id"]
+        for name, future in zip(good, good_futures, strict=True):
+            response = future.result()
+            assert response.status_code == 200
+            assert response.json()["text"] == reference[name]["text"]
+
+
+def test_api_key_is_required_on_post_routes(base_url):
+    clip = {"file": ("a.wav", (CLIPS / "silence.wav").read_bytes())}
+    missing = httpx.post(f"{base_url}/transcribe", files=clip)
+    wrong = httpx.post(
+        f"{base_url}/v1/audio/transcriptions",
+        files=clip,
+        data={"model": "whisper-1"},
+        headers={"authorization": "Bearer wrong"},
+    )
+    for response in (missing, wrong):
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "invalid_api_key"
+        assert len(response.headers.get_list("x-request-id")) == 1
+
+
+def test_info_routes(base_url):
+    assert httpx.get(f"{base_url}/").json()["auth"] == "bearer"
+    assert httpx.get(f"{base_url}/models").json()["data"][0]["id"]
+    assert httpx.get(f"{base_url}/languages").json()["languages"][0]["code"] == "vi"
+    assert httpx.get(f"{base_url}/health").status_code == 200
+
+
+def test_health_is_503_while_a_stage_is_down_then_recovers(base_url, reference):
+    """Kill the Decoder's replica: /health says 503 until Serve has replaced it."""
+    import ray
+
+    replicas = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(f"SERVE_REPLICA::{APP_NAME}#Decoder#")
+    ]
+    assert replicas
+    for name in replicas:
+        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+
+    statuses = _poll_health(base_url, until=503, timeout_s=30)
+    assert statuses[-1] == 503, statuses
+    statuses = _poll_health(base_url, until=200, timeout_s=120)
+    assert statuses[-1] == 200, statuses
+    response = post_clip(base_url, "north_16k.wav")
+    assert response.status_code == 200
+    assert response.json()["text"] == reference["north_16k.wav"]["text"]
+
+
+def _poll_health(base_url: str, until: int, timeout_s: float) -> list[int]:
+    statuses: list[int] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        statuses.append(httpx.get(f"{base_url}/health", timeout=10).status_code)
+        if statuses[-1] == until:
+            break
+        time.sleep(0.2)
+    return statuses
