@@ -38,7 +38,7 @@ def _env_ort_threads() -> int | None:
 class AppArgs(BaseModel):
     """Arguments of `build_app`; unknown keys are an error."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     model_dir: Path = Field(default_factory=_env_model_dir)
     precision: Literal["fp32", "int8"] | None = None  # None: the bundle's default

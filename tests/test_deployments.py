@@ -1,0 +1,119 @@
+"""The Ray wrappers without a Ray cluster: batch body, batching config, pipeline errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from ray.exceptions import RayTaskError
+from ray.serve.exceptions import BackPressureError
+
+from serve_app.api import ServiceInfo, ServiceUnavailable
+from serve_app.deployments import BatchingConfig, Encoder, ServePipeline
+from serve_app.encoder import OnnxEncoder
+from serve_app.errors import CorruptAudioError
+from serve_app.formats import Transcript
+from serve_app.transcriber import Prepared, WindowFeatures
+
+INFO = ServiceInfo(model="m", precision="int8")
+
+
+def test_batching_config_validates():
+    assert BatchingConfig(max_batch_size=4, batch_wait_timeout_s=0.0, ort_max_batch=4)
+    for bad in (
+        {"max_batch_size": 0},
+        {"batch_wait_timeout_s": -1},
+        {"max_batch_size": 2, "ort_max_batch": 3},
+    ):
+        with pytest.raises(ValueError):
+            BatchingConfig(**bad)
+
+
+@pytest.mark.slow
+def test_encoder_batch_body_matches_the_plain_encoder(default_bundle):
+    encoder = Encoder.func_or_class(str(default_bundle), "int8", 1)
+    encoder.reconfigure({"max_batch_size": 4, "batch_wait_timeout_s": 0.01})
+    rng = np.random.default_rng(0)
+    windows = [rng.normal(size=(80, n)).astype(np.float16) for n in (200, 120, 200)]
+    batched = encoder.run_batch(windows)
+    alone = OnnxEncoder(encoder.core.model_path).run(windows[1:2])[0]
+    assert [size for _, size in batched] == [3, 3, 3]
+    assert [out.shape[0] for out, _ in batched] == [100, 60, 100]
+    # One window per ORT call: a window's result does not depend on its batch mates.
+    np.testing.assert_array_equal(batched[1][0], alone)
+
+
+class FakeHandle:
+    """Stands in for a DeploymentHandle: `.remote()` and `.method.remote()` return awaitables."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def remote(self, *args):
+        return self._call(*args)
+
+    def __getattr__(self, _name):
+        return self
+
+    async def _call(self, *args):
+        return self.fn(*args)
+
+
+def make_pipeline(preprocess, encode=None, decode=None) -> ServePipeline:
+    encode = encode or (lambda features: (np.zeros((features.shape[1] // 2, 4)), 2))
+    decode = decode or (lambda prepared, lps: Transcript("x", "vi", prepared.duration_s))
+    return ServePipeline(FakeHandle(preprocess), FakeHandle(encode), FakeHandle(decode), INFO)
+
+
+def test_pipeline_skips_silent_windows_and_strips_features_for_the_decoder():
+    prepared = Prepared(
+        2.0,
+        [
+            WindowFeatures(0.0, 1.0, np.ones((80, 100), np.float16)),
+            WindowFeatures(1.0, 1.0, None),
+        ],
+    )
+    seen = {}
+
+    def decode(skeleton, log_probs):
+        seen["skeleton"], seen["log_probs"] = skeleton, log_probs
+        return Transcript("x", "vi", skeleton.duration_s)
+
+    result = asyncio.run(make_pipeline(lambda _: prepared, decode=decode).transcribe(b"a"))
+    assert result.transcript.text == "x"
+    assert result.encoder_batch_sizes == (2,)
+    assert [w.features for w in seen["skeleton"].windows] == [None, None]
+    assert seen["log_probs"][0].shape == (50, 4) and seen["log_probs"][1] is None
+
+
+def test_pipeline_unwraps_stage_input_errors():
+    def preprocess(_):
+        try:
+            raise CorruptAudioError("not a decodable audio file")
+        except CorruptAudioError as exc:
+            raise RayTaskError("Preprocessor", "traceback...", exc).as_instanceof_cause() from exc
+
+    with pytest.raises(CorruptAudioError) as info:
+        asyncio.run(make_pipeline(preprocess).transcribe(b"a"))
+    assert str(info.value) == "not a decodable audio file"
+
+
+def test_pipeline_turns_backpressure_into_service_unavailable():
+    def preprocess(_):
+        raise BackPressureError(num_queued_requests=5, max_queued_requests=5)
+
+    with pytest.raises(ServiceUnavailable):
+        asyncio.run(make_pipeline(preprocess).transcribe(b"a"))
+
+
+def test_health_reports_each_stage():
+    def broken():
+        raise RuntimeError("replica gone")
+
+    pipeline = ServePipeline(
+        FakeHandle(lambda: "ok"), FakeHandle(broken), FakeHandle(lambda: "ok"), INFO
+    )
+    stages = asyncio.run(pipeline.health())
+    assert stages["preprocessor"] == "ok" and stages["decoder"] == "ok"
+    assert stages["encoder"].startswith("RuntimeError")
