@@ -43,9 +43,10 @@ model: $(MODEL_DIR)/config.json
 $(MODEL_DIR)/config.json: | install
 	$(VENV)/bin/vi-asr build-model --out $(MODEL_DIR)
 
+# The Ray Serve graph on 127.0.0.1:8000 (serve_config.yaml). `serve run` starts a local Ray
+# cluster and stops it again on Ctrl-C. ASR_API_KEY, when set, guards the POST routes.
 serve: setup
-	@echo "The Ray Serve graph is not built yet; until then transcribe with:"
-	@echo "  $(VENV)/bin/vi-asr transcribe --model $(MODEL_DIR) FILE"
+	ASR_MODEL_DIR=$(MODEL_DIR) exec $(VENV)/bin/serve run serve_config.yaml
 
 test: system-deps install
 	$(VENV)/bin/ruff check serve_app tests

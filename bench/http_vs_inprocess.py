@@ -1,0 +1,245 @@
+"""The same clips through (a) the in-process Transcriber and (b) HTTP against the running graph.
+
+    make serve                                  # in another terminal (or serve run ...)
+    .venv/bin/python bench/http_vs_inprocess.py [--concurrency 1,4,16] [--requests 64]
+
+At each concurrency it sends `--requests` transcriptions (the clips in turn) from that many
+threads and reports audio-seconds per wall-second, p50/p99 latency, and for HTTP the encoder
+batch sizes (from the X-Encoder-Batch-Sizes header: one entry per encoded window). With
+`--serve-status` it also samples `serve status` during and after the load, to show the
+per-stage autoscaler adding replicas and removing them again. Results go to
+bench/results/http_vs_inprocess-<time>.json (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import platform
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CLIPS = REPO / "tests" / "data" / "clips"
+RESULTS = REPO / "bench" / "results"
+STATUS_POLL_S = 2.0
+
+
+def load_clips(clips_dir: Path) -> list[tuple[str, bytes]]:
+    manifest = clips_dir / "manifest.jsonl"
+    names = [json.loads(line)["audio"] for line in manifest.read_text().splitlines() if line]
+    return [(name, (clips_dir / name).read_bytes()) for name in names]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def run_load(
+    call, clips: list[tuple[str, bytes]], concurrency: int, min_requests: int, min_seconds: float
+) -> dict:
+    """`concurrency` threads send the clips in turn, each request right after the last one
+    returned, until at least `min_requests` are done and `min_seconds` have passed.
+    `call(name, data) -> (ok, audio_s, extra)`."""
+    lock = threading.Lock()
+    counter = iter(range(10**9))
+    results: list[tuple[bool, float, float, object]] = []
+    t0 = time.perf_counter()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                done = len(results)
+                if done >= min_requests and time.perf_counter() - t0 >= min_seconds:
+                    return
+                name, data = clips[next(counter) % len(clips)]
+            start = time.perf_counter()
+            ok, audio_s, extra = call(name, data)
+            with lock:
+                results.append((ok, audio_s, time.perf_counter() - start, extra))
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - t0
+    latencies = [r[2] for r in results if r[0]]
+    audio = sum(r[1] for r in results if r[0])
+    return {
+        "concurrency": concurrency,
+        "requests": len(results),
+        "ok": sum(1 for r in results if r[0]),
+        "wall_s": round(wall, 3),
+        "audio_s": round(audio, 3),
+        "audio_s_per_wall_s": round(audio / wall, 3),
+        "latency_p50_s": round(percentile(latencies, 50), 3) if latencies else None,
+        "latency_p99_s": round(percentile(latencies, 99), 3) if latencies else None,
+        "extras": [r[3] for r in results],
+    }
+
+
+def in_process_caller(model_dir: Path, precision: str | None, threads: int):
+    from serve_app.encoder import EncoderOptions
+    from serve_app.transcriber import Transcriber
+
+    transcriber = Transcriber(model_dir, precision, EncoderOptions(intra_op_threads=threads))
+
+    def call(_name: str, data: bytes):
+        transcript = transcriber.transcribe(data)
+        return True, transcript.duration, None
+
+    return call
+
+
+def http_caller(url: str, api_key: str | None, client: httpx.Client):
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def call(name: str, data: bytes):
+        response = client.post(
+            f"{url}/transcribe", files={"file": (name, data)}, headers=headers, timeout=300
+        )
+        if response.status_code != 200:
+            return False, 0.0, {"status": response.status_code, "body": response.text[:200]}
+        sizes = response.headers.get("x-encoder-batch-sizes", "")
+        return True, response.json()["duration"], [int(s) for s in sizes.split(",") if s]
+
+    return call
+
+
+def serve_status() -> dict[str, int]:
+    """Running replicas per deployment, from the `serve status` CLI."""
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
+    serve = Path(os.sys.executable).parent / "serve"
+    out = subprocess.run(
+        [str(serve), "status"], capture_output=True, text=True, env=env, timeout=60
+    )
+    if out.returncode != 0:
+        return {}
+    apps = (yaml.safe_load(out.stdout) or {}).get("applications", {})
+    return {
+        f"{app}/{name}": d.get("replica_states", {}).get("RUNNING", 0)
+        for app, details in apps.items()
+        for name, d in details.get("deployments", {}).items()
+    }
+
+
+class StatusSampler(threading.Thread):
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, dict[str, int]]] = []
+        self.stop = threading.Event()
+        self.t0 = time.monotonic()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.samples.append((round(time.monotonic() - self.t0, 1), serve_status()))
+            self.stop.wait(STATUS_POLL_S)
+
+
+def batch_histogram(window_sizes: list[int]) -> dict[str, dict[int, int]]:
+    per_window = collections.Counter(window_sizes)
+    # A batch of k windows shows up k times, once in each of its windows' responses.
+    batches = {k: round(v / k) for k, v in sorted(per_window.items())}
+    return {"windows_by_batch_size": dict(sorted(per_window.items())), "batches": batches}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument(
+        "--model-dir", type=Path, default=os.environ.get("ASR_MODEL_DIR", "models/default")
+    )
+    parser.add_argument("--precision", default=None)
+    parser.add_argument("--clips", type=Path, default=DEFAULT_CLIPS)
+    parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument("--requests", type=int, default=64, help="at least, per level")
+    parser.add_argument("--min-seconds", type=float, default=20.0, help="at least, per level")
+    parser.add_argument("--threads", type=int, default=0, help="in-process ORT threads (0: all)")
+    parser.add_argument("--serve-status", action="store_true")
+    parser.add_argument("--cooldown-s", type=float, default=75.0)
+    parser.add_argument("--note", default="", help="free text stored with the results")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    clips = load_clips(args.clips)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    api_key = os.environ.get("ASR_API_KEY")
+    results: dict = {
+        "clips": [name for name, _ in clips],
+        "min_requests_per_level": args.requests,
+        "min_seconds_per_level": args.min_seconds,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "load_average_at_start": os.getloadavg(),
+        "note": args.note,
+        "in_process": [],
+        "http": [],
+    }
+
+    call = in_process_caller(args.model_dir, args.precision, args.threads)
+    run_load(call, clips, 1, len(clips), 0)  # warm-up
+    for c in levels:
+        row = run_load(call, clips, c, args.requests, args.min_seconds)
+        row.pop("extras")
+        results["in_process"].append(row)
+        print(
+            f"in-process c={c:>2}: {row['audio_s_per_wall_s']:7.2f} audio-s/s  "
+            f"p50 {row['latency_p50_s']:.3f} s  p99 {row['latency_p99_s']:.3f} s"
+        )
+
+    with httpx.Client(limits=httpx.Limits(max_connections=max(levels) + 4)) as client:
+        call = http_caller(args.url.rstrip("/"), api_key, client)
+        run_load(call, clips, 1, len(clips), 0)  # warm-up
+        sampler = StatusSampler() if args.serve_status else None
+        if sampler:
+            sampler.start()
+        for c in levels:
+            row = run_load(call, clips, c, args.requests, args.min_seconds)
+            extras = row.pop("extras")
+            row["errors"] = [e for e in extras if isinstance(e, dict)][:5]
+            sizes = [s for e in extras if isinstance(e, list) for s in e]
+            row["encoder_batches"] = batch_histogram(sizes)
+            results["http"].append(row)
+            print(
+                f"http       c={c:>2}: {row['audio_s_per_wall_s']:7.2f} audio-s/s  "
+                f"p50 {row['latency_p50_s']:.3f} s  p99 {row['latency_p99_s']:.3f} s  "
+                f"ok {row['ok']}/{row['requests']}  "
+                f"batches {row['encoder_batches']['batches']}"
+            )
+        if sampler:
+            load_end = round(time.monotonic() - sampler.t0, 1)
+            deadline = time.monotonic() + args.cooldown_s
+            while time.monotonic() < deadline:
+                time.sleep(STATUS_POLL_S)
+            sampler.stop.set()
+            sampler.join()
+            results["serve_status"] = {"load_ended_at_s": load_end, "samples": sampler.samples}
+            peak = collections.Counter()
+            for _, sample in sampler.samples:
+                for name, n in sample.items():
+                    peak[name] = max(peak[name], n)
+            final = sampler.samples[-1][1] if sampler.samples else {}
+            print(f"replicas peak {dict(peak)}; {args.cooldown_s:.0f} s after: {final}")
+
+    results["http_vs_in_process"] = {
+        str(h["concurrency"]): round(h["audio_s_per_wall_s"] / i["audio_s_per_wall_s"], 3)
+        for h, i in zip(results["http"], results["in_process"], strict=True)
+    }
+    print("HTTP / in-process throughput:", results["http_vs_in_process"])
+    out = args.out or RESULTS / f"http_vs_inprocess-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
