@@ -7,6 +7,7 @@ that `make serve` runs is the one under test. Only what this module started is s
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -17,9 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import soundfile as sf
 import yaml
 
+from serve_app.audio import SAMPLE_RATE, decode_audio
+from serve_app.encoder import EncoderOptions
 from serve_app.transcriber import Transcriber
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -121,6 +126,31 @@ def test_clips_over_http_match_the_in_process_transcriber(base_url, reference):
         assert {k: body[k] for k in TRANSCRIPT_KEYS} == expected, name
         assert body["model"] and body["processing_time"] > 0
         assert response.headers.get_list("x-request-id") == [body["id"]]
+
+
+def test_long_recording_is_windowed_and_stitched_like_in_process(base_url, default_bundle):
+    """~45 s of speech: several windows, encoded as separate calls, stitched by the decoder."""
+    gap = np.zeros(SAMPLE_RATE, np.float32)
+    speech = [decode_audio((CLIPS / n).read_bytes()) for n in ("north_16k.wav", "south_48k.ogg")]
+    audio = np.concatenate([part for _ in range(6) for clip in speech for part in (clip, gap)])
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    data = buffer.getvalue()
+    # The service runs ONNX Runtime one window per call (INT8 results depend on batch mates),
+    # so the reference does too.
+    transcriber = Transcriber(default_bundle, encoder_options=EncoderOptions(max_batch=1))
+    expected = transcriber.transcribe(data).to_dict()
+    response = httpx.post(
+        f"{base_url}/transcribe",
+        content=data,
+        headers={**AUTH, "content-type": "audio/wav"},
+        timeout=300,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["duration"] > 40
+    assert len(response.headers["x-encoder-batch-sizes"].split(",")) >= 2
+    assert {k: body[k] for k in TRANSCRIPT_KEYS} == expected
 
 
 def test_raw_audio_body_and_subtitle_format(base_url, reference):
