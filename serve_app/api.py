@@ -269,11 +269,25 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def _granularities(upload: Upload) -> set[str]:
-    values = upload.fields.get("timestamp_granularities[]", []) + upload.fields.get(
+@dataclass(frozen=True)
+class Options:
+    fmt: str
+    granularities: frozenset[str]
+
+
+def _options(upload: Upload, info: ServiceInfo) -> Options:
+    _check_language(upload.get("language"), info)
+    _check_model(upload.get("model"), info)
+    fmt = upload.get("response_format") or "json"
+    granularities = upload.fields.get("timestamp_granularities[]", []) + upload.fields.get(
         "timestamp_granularities", []
     )
-    return {_check_choice("timestamp_granularity", v, GRANULARITIES) for v in values}
+    return Options(
+        fmt=_check_choice("response_format", fmt, TRANSCRIBE_FORMATS),
+        granularities=frozenset(
+            _check_choice("timestamp_granularity", g, GRANULARITIES) for g in granularities
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -294,24 +308,21 @@ def create_app(pipeline: Pipeline, settings: ApiSettings | None = None) -> ASGIA
         ):
             raise ApiError(401, "invalid_api_key", "missing or wrong `Authorization: Bearer` key")
 
-    async def transcribe_upload(request: Request) -> tuple[Upload, PipelineResult, float]:
+    async def run(request: Request) -> tuple[Options, PipelineResult, float]:
+        """Auth, parse, validate every field, and only then transcribe."""
         started = time.perf_counter()
         authorize(request)
         upload = await read_upload(request, max_bytes)
-        _check_language(upload.get("language"), info)
-        _check_model(upload.get("model"), info)
+        options = _options(upload, info)
         result = await pipeline.transcribe(upload.audio)
-        return upload, result, time.perf_counter() - started
+        return options, result, time.perf_counter() - started
 
     async def transcribe(request: Request) -> Response:
-        upload, result, elapsed = await transcribe_upload(request)
-        fmt = _check_choice(
-            "response_format", upload.get("response_format") or "json", TRANSCRIBE_FORMATS
-        )
+        options, result, elapsed = await run(request)
         headers = _debug_headers(result)
-        if fmt in TEXT_MEDIA_TYPES:
-            return _text_response(result.transcript, fmt, headers)
         t = result.transcript
+        if options.fmt in TEXT_MEDIA_TYPES:
+            return _text_response(t, options.fmt, headers)
         body = {
             "id": request_id(request),
             **t.to_dict(),
@@ -320,21 +331,17 @@ def create_app(pipeline: Pipeline, settings: ApiSettings | None = None) -> ASGIA
             "real_time_factor": round(elapsed / t.duration, 4) if t.duration > 0 else None,
             "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        if fmt == "verbose_json":
+        if options.fmt == "verbose_json":
             body["task"] = "transcribe"
         return JSONResponse(body, headers=headers)
 
     async def openai_transcriptions(request: Request) -> Response:
-        upload, result, _ = await transcribe_upload(request)
-        fmt = _check_choice(
-            "response_format", upload.get("response_format") or "json", TRANSCRIBE_FORMATS
-        )
-        granularities = _granularities(upload)
+        options, result, _ = await run(request)
         headers = _debug_headers(result)
         t = result.transcript
-        if fmt in TEXT_MEDIA_TYPES:
-            return _text_response(t, fmt, headers)
-        if fmt == "json":
+        if options.fmt in TEXT_MEDIA_TYPES:
+            return _text_response(t, options.fmt, headers)
+        if options.fmt == "json":
             return JSONResponse({"text": t.text}, headers=headers)
         body: dict[str, Any] = {
             "task": "transcribe",
@@ -346,7 +353,7 @@ def create_app(pipeline: Pipeline, settings: ApiSettings | None = None) -> ASGIA
                 for i, s in enumerate(t.segments)
             ],
         }
-        if "word" in granularities:
+        if "word" in options.granularities:
             body["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in t.words]
         return JSONResponse(body, headers=headers)
 

@@ -180,8 +180,11 @@ def test_transcribe_text_formats(client, fmt, media_type, start):
         ({"model": "whisper-large"}, 400, "model_not_found"),
     ],
 )
-def test_transcribe_bad_fields_are_400(client, data, status, code):
-    assert_error(client.post("/transcribe", files=upload(), data=data), status, code)
+def test_transcribe_bad_fields_are_400_before_any_work(data, status, code):
+    pipeline = FakePipeline()
+    response = client_for(pipeline).post("/transcribe", files=upload(), data=data)
+    assert_error(response, status, code)
+    assert pipeline.calls == []
 
 
 @pytest.mark.parametrize("data", [{"language": "vi"}, {"language": "VI"}, {"model": "vi-test"}])
