@@ -32,6 +32,7 @@ from serve_app.api import (
 from serve_app.audio import AudioLimits
 from serve_app.bundle import load_bundle
 from serve_app.errors import InputError
+from serve_app.formats import Transcript
 from serve_app.transcriber import Prepared
 
 DEFAULT_MAX_BATCH_SIZE = 8
@@ -148,7 +149,7 @@ class Decoder:
         vocab_size = bundle.vocabulary().size
         self.core.decode_window(np.zeros((4, vocab_size), np.float32), 0.0, 0.08)
 
-    def __call__(self, prepared: Prepared, log_probs: list[np.ndarray | None]):
+    def __call__(self, prepared: Prepared, log_probs: list[np.ndarray | None]) -> Transcript:
         return self.core(prepared, log_probs)
 
     def ping(self) -> str:
