@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n-test", type=int, default=300)
     t.add_argument("--seed", type=int, default=1234)
     t.add_argument("--workers", type=int, default=2)
-    t.add_argument("--epochs", type=int, default=6)
+    t.add_argument("--epochs", type=int, default=5)
     t.set_defaults(func=_cmd_train_head)
 
     for name, func, help_ in (

@@ -65,7 +65,7 @@ class HeadConfig:
 
 @dataclass(frozen=True)
 class FitConfig:
-    epochs: int = 6
+    epochs: int = 5
     lr: float = 2e-3
     weight_decay: float = 1e-2
     batch_frames: int = 6000  # encoder frames per step (2 min of audio)
@@ -319,7 +319,16 @@ def main(argv: list[str] | None = None) -> None:
     head, report = fit(args.cache, cfg, vocab)
     recipe_path = args.corpus / "recipe.json"
     recipe = json.loads(recipe_path.read_text()) if recipe_path.exists() else {}
-    manifest = {"fit": asdict(cfg), "corpus_recipe": recipe, **report}
+    manifest = {
+        "fit": asdict(cfg),
+        "corpus_summary": {
+            "command": recipe.get("command"),
+            "counts": recipe.get("counts"),
+            "text_split": recipe.get("text_split"),
+        },
+        "corpus_recipe": recipe.get("params"),
+        **report,
+    }
     save_head(head, cfg, vocab, args.out, manifest)
 
 
