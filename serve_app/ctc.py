@@ -16,7 +16,10 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
+from serve_app.formats import Word
 from serve_app.tokenizer import Vocabulary
+
+__all__ = ["FRAME_DURATION_S", "TokenSpan", "Word", "greedy_decode", "spans_to_words"]
 
 FRAME_DURATION_S = 0.02  # one encoder frame is 20 ms
 _TIME_DECIMALS = 3  # word times are reported to the millisecond
@@ -32,13 +35,6 @@ class TokenSpan:
     token: int
     start_frame: int
     end_frame: int
-
-
-@dataclass(frozen=True)
-class Word:
-    word: str
-    start: float  # seconds
-    end: float  # seconds
 
 
 def _order_key(value):  # pragma: no cover - replaced by the numba overload below

@@ -4,6 +4,10 @@ Windows of different lengths share a batch: each is zero-padded to the longest a
 true length passed in `lengths`, so attention ignores the padding and the result for a
 window is the same alone or batched. Padding still costs compute, so `plan_batches` groups
 windows of similar length and caps the wasted fraction.
+
+Dynamically quantized (INT8) graphs are the exception: ONNX Runtime picks one activation
+scale per tensor, i.e. per batch, so batch-mates would nudge each other's numbers. Such
+graphs carry `BATCH_INVARIANT_KEY = "false"` in their metadata and run one window per call.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 
 DEFAULT_MAX_BATCH = 8
 DEFAULT_MAX_PADDING_WASTE = 0.25  # at most a quarter of a sub-batch's frames may be padding
+BATCH_INVARIANT_KEY = "asr.batch_invariant"  # ONNX metadata written by the INT8 export
 
 
 @dataclass(frozen=True)
@@ -88,13 +93,20 @@ class OnnxEncoder:
         )
         self.n_mels = self._session.get_inputs()[0].shape[1]
         self.vocab_size = self._session.get_outputs()[0].shape[2]
+        metadata = self._session.get_modelmeta().custom_metadata_map
+        self.batch_invariant = metadata.get(BATCH_INVARIANT_KEY, "true") != "false"
+
+    @property
+    def max_batch(self) -> int:
+        """Windows per ORT call: 1 for graphs whose results depend on their batch-mates."""
+        return self.options.max_batch if self.batch_invariant else 1
 
     def run(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
         """features: [n_mels, T] arrays (T even, any float dtype). Returns [T/2, V] float32 each,
         in input order, running similar lengths together."""
         results: list[np.ndarray | None] = [None] * len(features)
         lengths = [f.shape[1] for f in features]
-        for group in plan_batches(lengths, self.options.max_batch, self.options.max_padding_waste):
+        for group in plan_batches(lengths, self.max_batch, self.options.max_padding_waste):
             outs = self.run_padded([features[i] for i in group])
             for i, out in zip(group, outs, strict=True):
                 results[i] = out

@@ -7,8 +7,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from serve_app.ctc import Word
-
 # Subtitle-sized segments: a reader manages about two lines of ~42 characters in ~6 s.
 DEFAULT_MAX_SEGMENT_S = 6.0
 DEFAULT_MAX_GAP_S = 0.8  # a pause this long between words starts a new subtitle
@@ -16,6 +14,13 @@ DEFAULT_MAX_SEGMENT_CHARS = 84
 SENTENCE_END = (".", "?", "!", "…")
 _MS_PER_S = 1000
 _TIME_DECIMALS = 3
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float  # seconds
+    end: float  # seconds
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,10 @@ def _excluded_nodes(model_path: Path, recipe: QuantRecipe) -> list[str]:
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, recipe: QuantRecipe) -> Path:
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from serve_app.encoder import BATCH_INVARIANT_KEY
 
     quantize_dynamic(
         str(fp32_path),
@@ -108,4 +111,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, recipe: QuantRecipe) -> Path:
         weight_type=QuantType.QInt8,
         nodes_to_exclude=_excluded_nodes(fp32_path, recipe),
     )
+    # Dynamic activation scales are computed per ORT call: tell the runtime not to batch.
+    model = onnx.load(str(out_path))
+    onnx.helper.set_model_props(model, {BATCH_INVARIANT_KEY: "false", "asr.quant": recipe.name})
+    onnx.save(model, str(out_path))
     return out_path

@@ -23,8 +23,17 @@ BATCH = 32  # recordings encoded together; results do not depend on it
 # d/gi/r -> z (north), s/x, ch/tr, c/k/q, gh/g, ngh/ng, and the southern/central finals
 # -n/-ng, -t/-c. No acoustic model can tell them apart without a language model, so the
 # "folded" CER below scores them as equal to show how much error is spelling ambiguity.
-_INITIAL_FOLDS = (("ngh", "ng"), ("gh", "g"), ("gi", "z"), ("tr", "ch"), ("d", "z"),
-                  ("r", "z"), ("x", "s"), ("k", "c"), ("q", "c"))
+_INITIAL_FOLDS = (
+    ("ngh", "ng"),
+    ("gh", "g"),
+    ("gi", "z"),
+    ("tr", "ch"),
+    ("d", "z"),
+    ("r", "z"),
+    ("x", "s"),
+    ("k", "c"),
+    ("q", "c"),
+)
 _FINAL_FOLDS = (("nh", "nh"), ("ng", "n"), ("ch", "ch"), ("c", "t"))
 
 

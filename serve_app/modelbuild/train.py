@@ -43,6 +43,7 @@ class HeadConfig:
     mix_layers: tuple[int, ...] = MIX_LAYERS
     conv_kernel: int = 5
     conv_blocks: int = 1
+    conv_kind: str = "full"  # or "bottleneck": dilated convs at 256 channels
 
     def build(self, d_model: int, vocab_size: int) -> torch.nn.Module:
         if self.kind == "mlp":
@@ -307,13 +308,21 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--epochs", type=int, default=FitConfig.epochs)
     f.add_argument("--hidden", type=int, default=HeadConfig.hidden)
     f.add_argument("--conv-blocks", type=int, default=HeadConfig.conv_blocks)
+    f.add_argument("--conv-kernel", type=int, default=HeadConfig.conv_kernel)
+    f.add_argument("--conv-kind", default=HeadConfig.conv_kind)
     f.add_argument("--lr", type=float, default=FitConfig.lr)
     f.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     args = p.parse_args(argv)
     if args.cmd == "encode":
         encode_corpus(args.corpus, args.cache, MIX_LAYERS, args.threads)
         return
-    head_cfg = HeadConfig(kind=args.kind, hidden=args.hidden, conv_blocks=args.conv_blocks)
+    head_cfg = HeadConfig(
+        kind=args.kind,
+        hidden=args.hidden,
+        conv_blocks=args.conv_blocks,
+        conv_kernel=args.conv_kernel,
+        conv_kind=args.conv_kind,
+    )
     cfg = FitConfig(epochs=args.epochs, lr=args.lr, head=head_cfg)
     vocab = CharVocabulary.vietnamese()
     head, report = fit(args.cache, cfg, vocab)

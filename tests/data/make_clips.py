@@ -57,8 +57,9 @@ def main() -> None:
         audio = np.concatenate([pad, espeak_synth(text, voice, speed, 50), pad])
         audio = 0.8 * audio / max(1e-6, float(np.abs(audio).max()))
         _write(OUT / name, resample(audio, 16000, rate), rate, channels)
-        rows.append({"audio": name, "text": text, "voice": voice, "sample_rate": rate,
-                     "channels": channels})
+        rows.append(
+            {"audio": name, "text": text, "voice": voice, "sample_rate": rate, "channels": channels}
+        )
     rng = np.random.default_rng(SEED)
     sf.write(OUT / "silence.wav", np.zeros(2 * 16000, dtype=np.float32), 16000, subtype="PCM_16")
     noise = (0.05 * rng.standard_normal(3 * 16000)).astype(np.float32)
