@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-pytest.importorskip("wordfreq")
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 
 from serve_app.modelbuild import synth as S  # noqa: E402

@@ -8,8 +8,6 @@ from collections import Counter
 import numpy as np
 import pytest
 
-pytest.importorskip("wordfreq")
-
 from serve_app.modelbuild import text as T
 
 

@@ -117,6 +117,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", type=Path, nargs="+", default=[Path("models/default")])
     p.add_argument("--precision", nargs="+", default=["fp32", "int8"])
     p.add_argument("--out", type=Path, default=Path("data/heldout_results.json"))
+    p.add_argument(
+        "--update-manifest",
+        type=Path,
+        default=None,
+        help="head manifest.json to record the figures in (its `measured` field)",
+    )
     args = p.parse_args(argv)
     write_condition_manifests(args.corpus)
     reports = []
@@ -128,6 +134,20 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(summary, ensure_ascii=False), flush=True)
     args.out.write_text(json.dumps(reports, indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {args.out}")
+    if args.update_manifest:
+        record_in_manifest(args.update_manifest, reports)
+
+
+def record_in_manifest(manifest_path: Path, reports: list[dict]) -> None:
+    """Store the headline figures per precision in the head's manifest (`measured`)."""
+    manifest = json.loads(manifest_path.read_text())
+    measured = manifest.setdefault("measured", {})
+    for report in reports:
+        measured[report["precision"]] = {
+            "command": "python -m serve_app.modelbuild.heldout",
+            **{k: v for k, v in report.items() if k not in ("examples", "model")},
+        }
+    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":
