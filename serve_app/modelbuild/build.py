@@ -52,8 +52,10 @@ def build_default_bundle(
     manifest = json.loads((head_dir / "manifest.json").read_text())
     model = EncoderCTC(load_whisper_base_encoder(), head).eval()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
-        stage = Path(tmp)
+    # Build next to the destination, then swap it in: a half-built bundle is never loaded.
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    stage.chmod(0o755)  # mkdtemp's 0700 would hide the bundle from a non-root server
+    try:
         export_onnx(model, stage / "model.onnx")
         models = {"fp32": "model.onnx"}
         recipe = RECIPES[quant_recipe]
@@ -94,6 +96,6 @@ def build_default_bundle(
         if out.exists():
             shutil.rmtree(out)
         stage.rename(out)
-        # TemporaryDirectory's cleanup tolerates the moved directory being gone.
-        Path(tmp).mkdir(exist_ok=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)  # gone already after a successful rename
     return out
