@@ -30,10 +30,9 @@ def load_head(head_dir: Path = HEAD_DIR) -> tuple[torch.nn.Module, dict]:
         mix_layers=tuple(spec["mix_layers"]),
         conv_kernel=spec["conv_kernel"],
         conv_blocks=spec["conv_blocks"],
-        conv_kind=spec.get("conv_kind", "full"),
     )
     with np.load(head_dir / "head.npz") as arrays:
-        sd = {k: torch.from_numpy(arrays[k]) for k in arrays.files}
+        sd = {k: torch.from_numpy(arrays[k].astype(np.float32)) for k in arrays.files}
     d_model = next(v for k, v in sd.items() if k.endswith("mlp.0.weight")).shape[1]
     head = cfg.build(d_model, spec["vocab_size"])
     head.load_state_dict(sd)

@@ -134,27 +134,6 @@ class SeedHead(nn.Module):
         return self.mlp(layers[-1])
 
 
-BOTTLENECK = 256  # channels inside a "bottleneck" conv block
-
-
-def _conv_block(d_model: int, kernel: int, kind: str, dilation: int = 1) -> nn.Module:
-    """Kind "full": one dense Conv1d (d -> d). "bottleneck": project to 256 channels without
-    bias (so zeroed padding stays zero), a dilated conv there, project back: twice the
-    context of "full" per block at less compute."""
-    if kind == "full":
-        return nn.Conv1d(d_model, d_model, kernel, padding=kernel // 2)
-    if kind == "bottleneck":
-        return nn.Sequential(
-            nn.Conv1d(d_model, BOTTLENECK, 1, bias=False),
-            nn.Conv1d(
-                BOTTLENECK, BOTTLENECK, kernel, padding=dilation * (kernel // 2), dilation=dilation
-            ),
-            nn.GELU(),
-            nn.Conv1d(BOTTLENECK, d_model, 1),
-        )
-    raise ValueError(f"unknown conv kind {kind!r}: use 'full' or 'bottleneck'")
-
-
 class LayerMixConvHead(nn.Module):
     """A learned softmax mix of several encoder layers, residual 1-D convs, then the seed MLP.
 
@@ -171,14 +150,14 @@ class LayerMixConvHead(nn.Module):
         mix_layers: tuple[int, ...],
         conv_kernel: int = 5,
         conv_blocks: int = 1,
-        conv_kind: str = "full",
     ) -> None:
         super().__init__()
         self.d_model = d_model
         self.mix_layers = mix_layers  # 1-based layer numbers
         self.mix_logits = nn.Parameter(torch.zeros(len(mix_layers)))
         self.convs = nn.ModuleList(
-            _conv_block(d_model, conv_kernel, conv_kind, dilation=2**i) for i in range(conv_blocks)
+            nn.Conv1d(d_model, d_model, conv_kernel, padding=conv_kernel // 2)
+            for _ in range(conv_blocks)
         )
         self.conv_norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(conv_blocks))
         self.mlp = seed_head(d_model, hidden, vocab_size)

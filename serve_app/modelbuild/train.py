@@ -42,8 +42,7 @@ class HeadConfig:
     hidden: int = 512
     mix_layers: tuple[int, ...] = MIX_LAYERS
     conv_kernel: int = 5
-    conv_blocks: int = 1
-    conv_kind: str = "full"  # or "bottleneck": dilated convs at 256 channels
+    conv_blocks: int = 2  # 2 blocks of k=5 (9 frames, 180 ms of context): 15.6% -> 13.7% CER
 
     def build(self, d_model: int, vocab_size: int) -> torch.nn.Module:
         if self.kind == "mlp":
@@ -285,7 +284,8 @@ def save_head(
     head: torch.nn.Module, cfg: FitConfig, vocab: CharVocabulary, out: Path, manifest: dict
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    arrays = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in head.state_dict().items()}
+    # float16 halves the committed file; the bundle build widens it back to float32.
+    arrays = {k: v.detach().cpu().numpy().astype(np.float16) for k, v in head.state_dict().items()}
     np.savez(out / "head.npz", **arrays)
     (out / "head.json").write_text(
         json.dumps({**asdict(cfg.head), "vocab_size": vocab.size}, indent=2) + "\n"
@@ -309,7 +309,6 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--hidden", type=int, default=HeadConfig.hidden)
     f.add_argument("--conv-blocks", type=int, default=HeadConfig.conv_blocks)
     f.add_argument("--conv-kernel", type=int, default=HeadConfig.conv_kernel)
-    f.add_argument("--conv-kind", default=HeadConfig.conv_kind)
     f.add_argument("--lr", type=float, default=FitConfig.lr)
     f.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     args = p.parse_args(argv)
@@ -321,7 +320,6 @@ def main(argv: list[str] | None = None) -> None:
         hidden=args.hidden,
         conv_blocks=args.conv_blocks,
         conv_kernel=args.conv_kernel,
-        conv_kind=args.conv_kind,
     )
     cfg = FitConfig(epochs=args.epochs, lr=args.lr, head=head_cfg)
     vocab = CharVocabulary.vietnamese()
