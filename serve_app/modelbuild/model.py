@@ -163,8 +163,13 @@ class LayerMixConvHead(nn.Module):
         self.mlp = seed_head(d_model, hidden, vocab_size)
 
     def mix(self, layers: list[torch.Tensor]) -> torch.Tensor:
-        weights = self.mix_logits.softmax(dim=0)
         normed = [F.layer_norm(layers[i - 1], (self.d_model,)) for i in self.mix_layers]
+        return self.mix_normalized(normed)
+
+    def mix_normalized(self, normed: list[torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of the already LayerNorm-ed `mix_layers` (training reads them
+        from a cache)."""
+        weights = self.mix_logits.softmax(dim=0)
         return sum(w * h for w, h in zip(weights, normed, strict=True))
 
     def forward_mixed(self, x: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:

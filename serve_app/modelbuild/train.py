@@ -95,7 +95,6 @@ def encode_split(
 ) -> None:
     """Cache `layers` of the encoder for every row: out.f16 [frames, len(layers), d] + index."""
     d = encoder.dims.d_model
-    mels = [None] * len(rows)
     by_len: dict[int, list[int]] = defaultdict(list)
     n_frames = []
     for i, row in enumerate(rows):
@@ -123,7 +122,6 @@ def encode_split(
             done += len(chunk)
         print(f"  encoded {done}/{len(rows)} clips ({time.time() - t0:.0f} s)", flush=True)
     cache.flush()
-    del mels
     index = [
         {
             "offset": int(offsets[i]),
@@ -198,9 +196,7 @@ def _forward_cached(head: torch.nn.Module, cfg: HeadConfig, feats: list[torch.Te
     mask = torch.ones(b, t)
     if isinstance(head, LayerMixConvHead):
         # The cache already holds LayerNorm-ed layers; mix them without normalising twice.
-        w = head.mix_logits.softmax(dim=0)
-        x = sum(wi * f for wi, f in zip(w, feats, strict=True))
-        return head.forward_mixed(x, mask)
+        return head.forward_mixed(head.mix_normalized(feats), mask)
     return head(_head_inputs(cfg, feats), mask)
 
 
