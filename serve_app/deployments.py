@@ -146,7 +146,7 @@ class Decoder:
         bundle = load_bundle(bundle_dir)
         self.core = CoreDecoder(bundle.vocabulary(), bundle.config.language)
         # Compile the numba kernels now rather than on the first request.
-        vocab_size = bundle.vocabulary().size
+        vocab_size = self.core.vocab.size
         self.core.decode_window(np.zeros((4, vocab_size), np.float32), 0.0, 0.08)
 
     def __call__(self, prepared: Prepared, log_probs: list[np.ndarray | None]) -> Transcript:

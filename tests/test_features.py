@@ -44,32 +44,9 @@ def reference_numpy(extractor: WhisperFeatureExtractor, audio: np.ndarray) -> np
     return extractor._np_extract_fbank_features(audio[np.newaxis].astype(np.float32), "cpu")[0]
 
 
-def reference_unpadded(audio: np.ndarray, n_mels: int) -> np.ndarray:
-    """Built from transformers.audio_utils directly, as the extractor does, without padding."""
-    log_spec = spectrogram(
-        audio,
-        window_function(400, "hann"),
-        frame_length=400,
-        hop_length=HOP_LENGTH,
-        power=2.0,
-        mel_filters=mel_filter_bank(
-            num_frequency_bins=201,
-            num_mel_filters=n_mels,
-            min_frequency=0.0,
-            max_frequency=8000.0,
-            sampling_rate=SAMPLE_RATE,
-            norm="slaney",
-            mel_scale="slaney",
-        ),
-        log_mel="log10",
-    )[:, :-1]
-    log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
-    return (log_spec + 4.0) / 4.0
-
-
-@pytest.mark.parametrize("n_mels", [80, 128])
-def test_mel_filters_match_transformers(n_mels: int) -> None:
-    expected = mel_filter_bank(
+def reference_filters(n_mels: int) -> np.ndarray:
+    """transformers' Whisper filterbank: slaney scale and norm, 0-8 kHz, 201 FFT bins."""
+    return mel_filter_bank(
         num_frequency_bins=201,
         num_mel_filters=n_mels,
         min_frequency=0.0,
@@ -78,6 +55,26 @@ def test_mel_filters_match_transformers(n_mels: int) -> None:
         norm="slaney",
         mel_scale="slaney",
     )
+
+
+def reference_unpadded(audio: np.ndarray, n_mels: int) -> np.ndarray:
+    """Built from transformers.audio_utils directly, as the extractor does, without padding."""
+    log_spec = spectrogram(
+        audio,
+        window_function(400, "hann"),
+        frame_length=400,
+        hop_length=HOP_LENGTH,
+        power=2.0,
+        mel_filters=reference_filters(n_mels),
+        log_mel="log10",
+    )[:, :-1]
+    log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
+    return (log_spec + 4.0) / 4.0
+
+
+@pytest.mark.parametrize("n_mels", [80, 128])
+def test_mel_filters_match_transformers(n_mels: int) -> None:
+    expected = reference_filters(n_mels)
     np.testing.assert_allclose(mel_filters(n_mels), expected.T, rtol=1e-12, atol=1e-15)
     assert mel_filters(n_mels) is mel_filters(n_mels)  # computed once
     assert not mel_filters(n_mels).flags.writeable
