@@ -1,8 +1,5 @@
-"""The real graph: one local Ray cluster and Serve instance on 127.0.0.1 for this module.
-
-It deploys serve_config.yaml itself (port and bundle swapped for the test's), so the config
-that `make serve` runs is the one under test. Only what this module started is stopped:
-`serve.shutdown()` and `ray.shutdown()` end the cluster `ray.init(address="local")` made.
+"""The real graph over HTTP: serve_config.yaml deployed on the session's local Ray cluster
+(tests/conftest.py: `serve_url`), so the config that `make serve` runs is the one under test.
 """
 
 from __future__ import annotations
@@ -10,9 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import socket
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,27 +15,17 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-import yaml
 
 from serve_app.audio import SAMPLE_RATE, decode_audio
 from serve_app.encoder import EncoderOptions
 from serve_app.transcriber import Transcriber
+from tests.conftest import API_KEY, APP_NAME, AUTH
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
 CLIPS = REPO / "tests" / "data" / "clips"
-API_KEY = "integration-test-key"
-AUTH = {"authorization": f"Bearer {API_KEY}"}
-APP_NAME = "asr"
-DEPLOY_TIMEOUT_S = 180
 TRANSCRIPT_KEYS = ("text", "language", "duration", "words", "segments")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _clip_names() -> list[str]:
@@ -60,51 +44,8 @@ def reference(default_bundle) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def base_url(default_bundle, reference) -> str:
-    import ray
-    from ray import serve
-    from ray.serve.context import _get_global_client
-    from ray.serve.schema import ServeDeploySchema
-
-    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
-    port = _free_port()
-    config["http_options"].update(host="127.0.0.1", port=port)
-    app = config["applications"][0]
-    app["args"].update(model_dir=str(default_bundle), api_key=API_KEY, health_timeout_s=2)
-    schema = ServeDeploySchema.model_validate(config)
-
-    # A short temp dir of our own: Ray's socket paths must stay under ~107 characters.
-    temp_dir = tempfile.mkdtemp(prefix="ray-it-", dir="/tmp")
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        namespace="serve",
-        log_to_driver=False,
-        _temp_dir=temp_dir,
-    )
-    try:
-        serve.start(http_options=config["http_options"], proxy_location=config["proxy_location"])
-        # What `serve run serve_config.yaml` does after starting Serve.
-        _get_global_client().deploy_apps(schema)
-        _wait_running(serve)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _wait_running(serve) -> None:
-    deadline = time.monotonic() + DEPLOY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        status = serve.status().applications.get(APP_NAME)
-        if status is not None and status.status == "RUNNING":
-            return
-        if status is not None and status.status == "DEPLOY_FAILED":
-            pytest.fail(f"deploy failed: {status.message}")
-        time.sleep(1)
-    pytest.fail(f"application not RUNNING after {DEPLOY_TIMEOUT_S} s")
+def base_url(serve_url, reference) -> str:
+    return serve_url
 
 
 def post_clip(base_url: str, name: str, **data) -> httpx.Response:
