@@ -206,6 +206,8 @@ def error_kind(exc: BaseException) -> str:
 _tracer: trace.Tracer = trace.NoOpTracer()
 _configured = False  # an SDK provider is set: spans (and trace ids) are made
 _exporting = False  # ... and sent somewhere
+_provider: Any = None  # the SDK TracerProvider, shut down (flushed) when replaced
+_exporters: list[Any] = []
 
 
 def env_flag(env: Mapping[str, str], name: str) -> bool:
@@ -269,8 +271,16 @@ def configure_tracing(
     still made when `ids_without_exporter` (the ingress, for `trace_id`), else tracing is
     a no-op. OTEL_SDK_DISABLED=true turns everything off.
     """
-    global _tracer, _configured, _exporting
-    _tracer, _configured, _exporting = trace.NoOpTracer(), False, False
+    global _tracer, _configured, _exporting, _provider, _exporters
+    if _provider is not None:
+        _provider.shutdown()
+    _tracer, _configured, _exporting, _provider, _exporters = (
+        trace.NoOpTracer(),
+        False,
+        False,
+        None,
+        [],
+    )
     if env_flag(env, "OTEL_SDK_DISABLED"):
         return False
     names = [] if exporter is not None else exporter_names(env)
@@ -285,15 +295,22 @@ def configure_tracing(
     provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
+        _exporters = [exporter]
     for name in names:
-        provider.add_span_processor(BatchSpanProcessor(_make_exporter(name, env)))
-    _tracer, _configured = provider.get_tracer(TRACER_NAME), True
+        _exporters.append(_make_exporter(name, env))
+        provider.add_span_processor(BatchSpanProcessor(_exporters[-1]))
+    _tracer, _configured, _provider = provider.get_tracer(TRACER_NAME), True, provider
     _exporting = exporter is not None or bool(names)
     return _exporting
 
 
 def tracer() -> trace.Tracer:
     return _tracer
+
+
+def exporters() -> list[Any]:
+    """The span exporters in use (empty: spans stay in this process)."""
+    return list(_exporters)
 
 
 def exporting() -> bool:
