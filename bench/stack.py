@@ -59,13 +59,15 @@ def process_label(cmdline: list[str], name: str) -> str:
     named by their script; native daemons (gcs_server, raylet) by their executable."""
     first = cmdline[0] if cmdline else ""
     if first.startswith("ray::"):
-        return first.split()[0]
+        # The title carries the running method too (`ray::ServeController.listen_for_change`).
+        return first.split()[0].split(".")[0]
     if name.startswith("python") or Path(first).name.startswith("python"):
         scripts = [Path(a).stem for a in cmdline[1:] if a.endswith(".py")]
         if scripts:
             return scripts[0]
-        if "-m" in cmdline:
-            return cmdline[cmdline.index("-m") + 1]
+        for flag in ("-m", "-c"):
+            if flag in cmdline[:-1]:
+                return f"python {flag} {cmdline[cmdline.index(flag) + 1][:40]}"
         serve_cli = [a for a in cmdline[1:3] if Path(a).name == "serve"]
         if serve_cli:
             return "serve run (driver)"

@@ -78,6 +78,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--skip", default="", help=f"comma-separated, of {', '.join(PATHS)}")
     p.add_argument("--threads", type=int, default=2, help="ORT threads of the ceilings")
     p.add_argument("--fw-threads", type=int, default=2, help="faster-whisper cpu_threads")
+    p.add_argument(
+        "--fw-variants",
+        default="greedy,greedy_fallback",
+        help="faster-whisper decodings: greedy (temperature 0), greedy_fallback; the first "
+        "one is compared in the ratios",
+    )
     p.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK}")
     p.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_DIR)
     p.add_argument("--markdown", type=Path, default=DEFAULT_MARKDOWN)
@@ -92,6 +98,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.levels = sorted({int(x) for x in args.levels.split(",") if x})
     args.kinds = [k for k in args.kinds.split(",") if k]
     args.skip = {s for s in args.skip.split(",") if s}
+    args.fw_variants = [v for v in args.fw_variants.split(",") if v]
+    if not args.fw_variants or set(args.fw_variants) - {"greedy", "greedy_fallback"}:
+        p.error("--fw-variants: one or both of greedy, greedy_fallback")
     args.requests = dict(zip(KINDS, (int(x) for x in args.requests.split(",")), strict=True))
     args.clips = dict(zip(KINDS, (int(x) for x in args.clips.split(",")), strict=True))
     if bad := set(args.kinds) - set(KINDS):
@@ -227,37 +236,50 @@ def run_in_process(by_kind: dict[str, list[Clip]], args: argparse.Namespace) -> 
 
 
 def run_faster_whisper(by_kind: dict[str, list[Clip]], args: argparse.Namespace) -> dict[str, Any]:
-    """Each clip once, one after another (a 2-thread faster-whisper is one user's engine)."""
+    """Each clip once, one after another (a 2-thread faster-whisper is one user's engine),
+    for each decoding variant: strict greedy first (the figures the ratios use), then greedy
+    with faster-whisper's temperature fallback."""
+    from dataclasses import replace
+
     from bench.fw import FasterWhisper, FwSettings
 
     t0 = time.perf_counter()
     fw = FasterWhisper(settings=FwSettings(cpu_threads=args.fw_threads))
     load_s = time.perf_counter() - t0
-    texts: dict[str, str] = {}
-
-    def call(clip: Clip) -> tuple[bool, float, Any]:
-        text = fw.transcribe(clip.wav_bytes())
-        texts.setdefault(clip.name, text)
-        return True, clip.duration_s, text
-
-    rows: dict[str, dict[str, Any]] = {}
-    for kind in args.kinds:
-        clips = by_kind[kind]
-        call(clips[0])  # warm-up
-        row, _ = run_load(call, clips, 1, len(clips))
-        rows[kind] = row
-        print(
-            f"  {'fw':<11} {kind:<6} c= 1: {row['audio_s_per_wall_s']:7.2f} audio-s/s"
-            f"  p50 {row['latency_p50_s']:6.2f} s",
-            flush=True,
-        )
-    return {
-        "settings": fw.settings.describe(),
+    variants = {"greedy": fw.settings, "greedy_fallback": replace(fw.settings, fallback=True)}
+    out: dict[str, Any] = {
         "model_dir": str(fw.path.relative_to(REPO) if fw.path.is_relative_to(REPO) else fw.path),
         "load_s": round(load_s, 2),
-        "rows": rows,
-        "transcripts": texts,
+        "variants": {},
     }
+    for variant in args.fw_variants:
+        settings = variants[variant]
+        texts: dict[str, str] = {}
+
+        def call(clip: Clip, settings: FwSettings = settings) -> tuple[bool, float, Any]:
+            return True, clip.duration_s, fw.transcribe(clip.wav_bytes(), settings)
+
+        rows: dict[str, dict[str, Any]] = {}
+        for kind in args.kinds:
+            clips = by_kind[kind]
+            fw.transcribe(clips[0].wav_bytes(), settings)  # warm-up
+            row, outcomes = run_load(call, clips, 1, len(clips))
+            rows[kind] = row
+            texts.update(first_texts(outcomes, lambda text: text))
+            print(
+                f"  fw {variant:<15} {kind:<6} c= 1: {row['audio_s_per_wall_s']:7.2f} audio-s/s"
+                f"  p50 {row['latency_p50_s']:6.2f} s",
+                flush=True,
+            )
+        out["variants"][variant] = {
+            "settings": settings.describe(),
+            "rows": rows,
+            "transcripts": texts,
+        }
+    first = out["variants"][args.fw_variants[0]]
+    out.update(settings=first["settings"], rows=first["rows"], transcripts=first["transcripts"])
+    out["primary_variant"] = args.fw_variants[0]
+    return out
 
 
 def run_http(by_kind: dict[str, list[Clip]], args: argparse.Namespace) -> dict[str, Any]:
@@ -426,6 +448,9 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, Any]:
                 .get(kind, {})
                 .get("cer"),
                 "cer_faster_whisper": acc.get("faster_whisper", {}).get(kind, {}).get("cer"),
+                "cer_faster_whisper_fallback": acc.get("faster_whisper_greedy_fallback", {})
+                .get(kind, {})
+                .get("cer"),
             }
             out["service_vs_faster_whisper"][kind] = row
     return out
@@ -446,7 +471,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
             "levels": args.levels,
             "kinds": args.kinds,
             "base_requests": args.requests,
-            "requests_rule": "max(concurrency, base) per point, closed loop",
+            "requests_rule": "max(concurrency, base)",
             "clips_per_kind": args.clips,
             "ceiling_ort_threads": args.threads,
             "model_dir": str(args.model_dir),
@@ -484,6 +509,8 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         "in_process": results["paths"].get("in_process", {}).get("transcripts"),
         "faster_whisper": results["paths"].get("faster_whisper", {}).get("transcripts"),
     }
+    for variant, data in results["paths"].get("faster_whisper", {}).get("variants", {}).items():
+        hyps[f"faster_whisper_{variant}"] = data["transcripts"]
     results["accuracy"] = {
         system: accuracy(clips, {c.name: texts.get(c.name) for c in clips})
         for system, texts in hyps.items()
