@@ -62,10 +62,19 @@ class Record:
     latency_s: float
     status: str  # HTTP status code, or "timeout" / the transport error's name
     audio_s: float = 0.0
+    detail: str = ""  # for an error: its JSON error code, else the start of the body
 
 
 def load_clips(names: list[str]) -> list[tuple[str, bytes]]:
     return [(name, (CLIPS_DIR / name).read_bytes()) for name in names]
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """The app's errors are JSON with a code; Serve's proxy answers 503 in plain text."""
+    try:
+        return "app:" + response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return "proxy:" + response.text[:60]
 
 
 class Client:
@@ -84,7 +93,7 @@ class Client:
     async def transcribe(self, phase: str, clip: tuple[str, bytes]) -> Record:
         name, data = clip
         start = time.monotonic()
-        audio_s = 0.0
+        audio_s, detail = 0.0, ""
         try:
             # The whole exchange under one deadline: httpx's timeouts are per read/write.
             async with asyncio.timeout(self.timeout_s):
@@ -94,12 +103,16 @@ class Client:
             status = str(response.status_code)
             if response.status_code == 200:
                 audio_s = float(response.json()["duration"])
+            else:
+                detail = _error_detail(response)
         except (TimeoutError, httpx.TimeoutException):
             status = "timeout"
         except httpx.TransportError as error:
             status = type(error).__name__
         end = time.monotonic()
-        return Record(phase, round(start - self.t0, 3), round(end - start, 4), status, audio_s)
+        return Record(
+            phase, round(start - self.t0, 3), round(end - start, 4), status, audio_s, detail
+        )
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -207,12 +220,14 @@ def memory_report(poller: MemoryPoller | None, bound_mib: float) -> dict[str, An
 
 def summarize(records: list[Record]) -> dict[str, Any]:
     statuses = collections.Counter(r.status for r in records)
+    details = collections.Counter(f"{r.status} {r.detail}" for r in records if r.detail)
     ok = [r.latency_s for r in records if r.status == "200"]
     return {
         "sent": len(records),
         "ok": len(ok),
         "failed": len(records) - len(ok),
         "by_status": dict(sorted(statuses.items())),
+        "errors": dict(details.most_common(8)),
         "audio_s": round(sum(r.audio_s for r in records), 1),
         "all": latency_summary([r.latency_s for r in records]),
         "ok_latency": latency_summary(ok),
