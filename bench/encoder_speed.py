@@ -24,7 +24,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -34,6 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+if __package__ in (None, ""):  # run as a script: make `bench.*` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import machine_info as common_machine_info
 from serve_app.audio import SAMPLE_RATE, load_audio_file
 from serve_app.bundle import Bundle, load_bundle
 from serve_app.encoder import EncoderOptions, OnnxEncoder
@@ -44,7 +47,6 @@ DEFAULT_MODEL = ROOT / "models" / "default"
 DEFAULT_OUT = ROOT / "bench" / "results" / "encoder_speed.json"
 DEFAULT_AUDIO_DIR = ROOT / "data" / "corpus" / "audio"
 LAYOUTS = ("unpadded", "padded_30s")
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 ESPEAK_SENTENCES = (
     "Hôm nay trời đẹp, chúng tôi đi dạo quanh hồ Hoàn Kiếm và uống cà phê sữa đá.",
     "Xin chào các bạn, đây là bản tin thời sự buổi sáng của đài phát thanh.",
@@ -164,24 +166,9 @@ def make_windows(audio: np.ndarray, n: int, window_s: float) -> list[np.ndarray]
 def machine_info(threads: int) -> dict[str, object]:
     import onnxruntime as ort
 
-    cpuinfo: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            cpuinfo.setdefault(key.strip(), value.strip())  # first processor's entries
-    except OSError:
-        pass
-    cpu_model = cpuinfo.get("model name") or platform.processor() or "unknown"
-    flags = set(cpuinfo.get("flags", "").split())
     return {
-        "cpu_model": cpu_model,
-        "cpu_flags": {f: f in flags for f in CPU_FLAGS},
-        "nproc": len(os.sched_getaffinity(0)),
-        "os_cpu_count": os.cpu_count(),
-        "loadavg_start": list(os.getloadavg()),
+        **common_machine_info(),
         "niceness": os.nice(0),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
         "numpy": np.__version__,
         "onnxruntime": ort.__version__,
         "ort_providers": ["CPUExecutionProvider"],

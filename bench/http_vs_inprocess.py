@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,9 +27,12 @@ from pathlib import Path
 import httpx
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as a script: make `bench.*` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import REPO, RESULTS, batch_histogram, parse_batch_sizes, run_load
+
 DEFAULT_CLIPS = REPO / "tests" / "data" / "clips"
-RESULTS = REPO / "bench" / "results"
 STATUS_POLL_S = 2.0
 
 
@@ -38,64 +42,14 @@ def load_clips(clips_dir: Path) -> list[tuple[str, bytes]]:
     return [(name, (clips_dir / name).read_bytes()) for name in names]
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def run_load(
-    call, clips: list[tuple[str, bytes]], concurrency: int, min_requests: int, min_seconds: float
-) -> dict:
-    """`concurrency` threads send the clips in turn, each request right after the last one
-    returned, until at least `min_requests` are done and `min_seconds` have passed.
-    `call(name, data) -> (ok, audio_s, extra)`."""
-    lock = threading.Lock()
-    counter = iter(range(10**9))
-    results: list[tuple[bool, float, float, object]] = []
-    t0 = time.perf_counter()
-
-    def worker() -> None:
-        while True:
-            with lock:
-                done = len(results)
-                if done >= min_requests and time.perf_counter() - t0 >= min_seconds:
-                    return
-                name, data = clips[next(counter) % len(clips)]
-            start = time.perf_counter()
-            ok, audio_s, extra = call(name, data)
-            with lock:
-                results.append((ok, audio_s, time.perf_counter() - start, extra))
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - t0
-    latencies = [r[2] for r in results if r[0]]
-    audio = sum(r[1] for r in results if r[0])
-    return {
-        "concurrency": concurrency,
-        "requests": len(results),
-        "ok": sum(1 for r in results if r[0]),
-        "wall_s": round(wall, 3),
-        "audio_s": round(audio, 3),
-        "audio_s_per_wall_s": round(audio / wall, 3),
-        "latency_p50_s": round(percentile(latencies, 50), 3) if latencies else None,
-        "latency_p99_s": round(percentile(latencies, 99), 3) if latencies else None,
-        "extras": [r[3] for r in results],
-    }
-
-
 def in_process_caller(model_dir: Path, precision: str | None, threads: int):
     from serve_app.encoder import EncoderOptions
     from serve_app.transcriber import Transcriber
 
     transcriber = Transcriber(model_dir, precision, EncoderOptions(intra_op_threads=threads))
 
-    def call(_name: str, data: bytes):
-        transcript = transcriber.transcribe(data)
+    def call(item: tuple[str, bytes]):
+        transcript = transcriber.transcribe(item[1])
         return True, transcript.duration, None
 
     return call
@@ -104,14 +58,15 @@ def in_process_caller(model_dir: Path, precision: str | None, threads: int):
 def http_caller(url: str, api_key: str | None, client: httpx.Client):
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
 
-    def call(name: str, data: bytes):
+    def call(item: tuple[str, bytes]):
+        name, data = item
         response = client.post(
             f"{url}/transcribe", files={"file": (name, data)}, headers=headers, timeout=300
         )
         if response.status_code != 200:
             return False, 0.0, {"status": response.status_code, "body": response.text[:200]}
         sizes = response.headers.get("x-encoder-batch-sizes", "")
-        return True, response.json()["duration"], [int(s) for s in sizes.split(",") if s]
+        return True, response.json()["duration"], parse_batch_sizes(sizes)
 
     return call
 
@@ -119,7 +74,7 @@ def http_caller(url: str, api_key: str | None, client: httpx.Client):
 def serve_status() -> dict[str, int]:
     """Running replicas per deployment, from the `serve status` CLI."""
     env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
-    serve = Path(os.sys.executable).parent / "serve"
+    serve = Path(sys.executable).parent / "serve"
     out = subprocess.run(
         [str(serve), "status"], capture_output=True, text=True, env=env, timeout=60
     )
@@ -144,13 +99,6 @@ class StatusSampler(threading.Thread):
         while not self.stop.is_set():
             self.samples.append((round(time.monotonic() - self.t0, 1), serve_status()))
             self.stop.wait(STATUS_POLL_S)
-
-
-def batch_histogram(window_sizes: list[int]) -> dict[str, dict[int, int]]:
-    per_window = collections.Counter(window_sizes)
-    # A batch of k windows shows up k times, once in each of its windows' responses.
-    batches = {k: round(v / k) for k, v in sorted(per_window.items())}
-    return {"windows_by_batch_size": dict(sorted(per_window.items())), "batches": batches}
 
 
 def main() -> None:
@@ -186,10 +134,9 @@ def main() -> None:
     }
 
     call = in_process_caller(args.model_dir, args.precision, args.threads)
-    run_load(call, clips, 1, len(clips), 0)  # warm-up
+    run_load(call, clips, 1, len(clips))  # warm-up
     for c in levels:
-        row = run_load(call, clips, c, args.requests, args.min_seconds)
-        row.pop("extras")
+        row, _ = run_load(call, clips, c, args.requests, args.min_seconds)
         results["in_process"].append(row)
         print(
             f"in-process c={c:>2}: {row['audio_s_per_wall_s']:7.2f} audio-s/s  "
@@ -198,13 +145,13 @@ def main() -> None:
 
     with httpx.Client(limits=httpx.Limits(max_connections=max(levels) + 4)) as client:
         call = http_caller(args.url.rstrip("/"), api_key, client)
-        run_load(call, clips, 1, len(clips), 0)  # warm-up
+        run_load(call, clips, 1, len(clips))  # warm-up
         sampler = StatusSampler() if args.serve_status else None
         if sampler:
             sampler.start()
         for c in levels:
-            row = run_load(call, clips, c, args.requests, args.min_seconds)
-            extras = row.pop("extras")
+            row, outcomes = run_load(call, clips, c, args.requests, args.min_seconds)
+            extras = [o.extra for o in outcomes]
             row["errors"] = [e for e in extras if isinstance(e, dict)][:5]
             sizes = [s for e in extras if isinstance(e, list) for s in e]
             row["encoder_batches"] = batch_histogram(sizes)

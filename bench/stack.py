@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -185,7 +186,7 @@ class ServeStack:
             "ASR_MODEL_DIR": str(Path(self.model_dir).resolve()),
         }
         env.pop("ASR_API_KEY", None)  # the benchmark measures the open service
-        serve = Path(os.sys.executable).parent / "serve"
+        serve = Path(sys.executable).parent / "serve"
         self.log_path = self.workdir / "serve_run.log"
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
