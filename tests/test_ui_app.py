@@ -263,7 +263,7 @@ def test_upload_shows_transcript_times_metrics_waveform_and_words(backend):
     assert "xin chào các bạn" in " ".join(texts(at.markdown))
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Duration"] == "2.50 s" and metrics["Words"] == "4"
-    assert metrics["Processing time"].endswith(" s") and metrics["Real-time factor"] != "–"
+    assert metrics["Processing time"].endswith(" ms") and metrics["Real-time factor"] != "–"
     [code] = at.code
     assert (
         code.value
@@ -509,6 +509,7 @@ def test_clock_and_timed_lines():
         "length (s)": 0.5,
     }
     assert results.format_seconds(None) == "–" and results.format_rtf(0.12345) == "0.123"
+    assert results.format_seconds(0.0854) == "85 ms" and results.format_seconds(2.5) == "2.50 s"
 
 
 def test_downloads_match_the_service_renderer():

@@ -223,7 +223,11 @@ def show_result(result: Result, audio: bytes | None) -> None:
     duration, processing, rtf, words = st.columns(4)
     duration.metric("Duration", format_seconds(result.duration))
     processing.metric("Processing time", format_seconds(result.processing_time))
-    rtf.metric("Real-time factor", format_rtf(result.real_time_factor))
+    rtf.metric(
+        "Real-time factor",
+        format_rtf(result.real_time_factor),
+        help="Processing time divided by the audio's duration: below 1 is faster than real time",
+    )
     words.metric("Words", len(result.words))
     with st.container(key="transcript"):
         if result.text.strip():

@@ -120,7 +120,10 @@ def word_rows(result: Result) -> list[dict[str, Any]]:
 
 
 def format_seconds(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f} s"
+    """`2.50 s`; under a second in milliseconds (`85 ms`), as processing times often are."""
+    if value is None:
+        return "–"
+    return f"{value:.2f} s" if value >= 1 else f"{value * 1000:.0f} ms"
 
 
 def format_rtf(value: float | None) -> str:

@@ -19,6 +19,7 @@ from serve_app.formats import Word
 ENVELOPE_POINTS = 1200  # columns of the plot: enough for a wide screen, light for the browser
 MAX_PLOT_SECONDS = 3600.0  # longer audio is not decoded just for a picture
 PLOT_HEIGHT_PX = 180
+TIME_TITLE = "time (s)"
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def chart(env: Envelope, words: list[Word]) -> alt.LayerChart:
         alt.Chart(wave)
         .mark_area(color="#4c78a8", opacity=0.85)
         .encode(
-            x=alt.X("time (s):Q", scale=alt.Scale(domain=[0, env.duration_s])),
+            x=alt.X("time (s):Q", title=TIME_TITLE, scale=alt.Scale(domain=[0, env.duration_s])),
             y=alt.Y("low:Q", title="amplitude", scale=alt.Scale(domain=[-1, 1])),
             y2="high:Q",
         )
@@ -83,15 +84,18 @@ def chart(env: Envelope, words: list[Word]) -> alt.LayerChart:
             }
         )
         base = alt.Chart(spans)
+        start = alt.X("start:Q", title=TIME_TITLE)
         tooltip = ["word:N", "start:Q", "end:Q"]
         layers += [
             base.mark_rect(color="#f58518", opacity=0.15).encode(
-                x="start:Q", x2="end:Q", tooltip=tooltip
+                x=start, x2="end:Q", tooltip=tooltip
             ),
-            base.mark_rule(color="#e45756", strokeWidth=1).encode(x="start:Q", tooltip=tooltip),
-            base.mark_rule(color="#e45756", strokeDash=[3, 3], opacity=0.6).encode(x="end:Q"),
+            base.mark_rule(color="#e45756", strokeWidth=1).encode(x=start, tooltip=tooltip),
+            base.mark_rule(color="#e45756", strokeDash=[3, 3], opacity=0.6).encode(
+                x=alt.X("end:Q", title=TIME_TITLE)
+            ),
             base.mark_text(align="left", baseline="top", dx=2, dy=2, fontSize=11).encode(
-                x="start:Q", y=alt.value(2), text="word:N"
+                x=start, y=alt.value(2), text="word:N"
             ),
         ]
     return alt.layer(*layers).properties(height=PLOT_HEIGHT_PX)
