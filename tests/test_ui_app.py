@@ -542,3 +542,20 @@ def test_waveform_envelope_and_undecodable_audio():
     assert list(short.high) == pytest.approx([0.1, -0.2, 0.3])
     assert waveform.envelope_of(b"not audio") is None
     assert waveform.envelope_of(b"") is None
+
+
+def test_ui_modules_do_not_load_the_model_stack():
+    """The UI is an HTTP client: importing it must not pull in Ray, ONNX Runtime or numba."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ui.client, ui.results, ui.waveform; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'onnxruntime', 'numba', "
+        "'torch', 'scipy'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
