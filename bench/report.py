@@ -541,6 +541,7 @@ def make_plots(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     out_dir.mkdir(parents=True, exist_ok=True)
     made: dict[str, Path] = {}
@@ -570,7 +571,7 @@ def make_plots(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
                 ax.plot(
                     [1], [fw_rows[kind]["audio_s_per_wall_s"]], "k*", ms=12, label="faster-whisper"
                 )
-            ax.set_xscale("log", base=2)
+            _concurrency_axis(ax, results, kind)
             ax.set_title(f"{kind} clips")
             ax.set_xlabel("concurrency")
             ax.set_ylabel("audio-s per wall-s")
@@ -599,8 +600,11 @@ def make_plots(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
                     color="gray",
                     label="in-process p50",
                 )
-            ax.set_xscale("log", base=2)
+            _concurrency_axis(ax, results, kind)
             ax.set_yscale("log")
+            plain = FuncFormatter(lambda v, _: f"{v:g}")
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
             ax.set_title(f"{kind} clips")
             ax.set_xlabel("concurrency")
             ax.set_ylabel("latency, s")
@@ -686,6 +690,15 @@ def make_plots(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
         ax2.legend(fontsize=8)
         save(fig, "faster_whisper")
     return made
+
+
+def _concurrency_axis(ax: Any, results: dict[str, Any], kind: str) -> None:
+    levels = sorted({r["concurrency"] for p in PATH_NAMES for r in rows_of(results, p, kind)})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(levels, [str(c) for c in levels])
+    from matplotlib.ticker import NullLocator
+
+    ax.xaxis.set_minor_locator(NullLocator())
 
 
 def _at(results: dict[str, Any], path: str, kind: str, c: int) -> float | None:
