@@ -207,3 +207,18 @@ def test_outputs_are_described_and_secrets_sensitive(tf):
 
 def test_checkov_passes_on_terraform():
     assert_checkov_clean(run_checkov(TF_DIR, "terraform"), "terraform/")
+
+
+def test_plain_vm_cluster_launcher_is_what_ray_up_accepts():
+    """ray_cluster/cluster-launcher.yaml passes the checks `ray up` runs first (Ray's own
+    schema after its defaults are filled in) and starts Ray with the repo's start scripts."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((REPO / "ray_cluster" / "cluster-launcher.yaml").read_text())
+    validate_config(prepare_config(config))
+    assert config["max_workers"] == len(config["provider"]["worker_ips"])
+    commands = " ".join(config["head_start_ray_commands"] + config["worker_start_ray_commands"])
+    for script in ("ray_cluster/start_head.sh", "ray_cluster/start_worker.sh"):
+        assert script in commands and (REPO / script).is_file(), script
+    with pytest.raises(Exception, match="providr"):
+        validate_config(prepare_config({**config, "providr": {}}))
