@@ -371,3 +371,25 @@ def test_write_report_draws_the_plots(tmp_path: Path) -> None:
         png = tmp_path / "report" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"(report/{name}.png)" in markdown.read_text()
+
+
+# --- the faster-whisper peer ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_faster_whisper_runs_on_the_wheels_weights() -> None:
+    from bench import fw
+    from serve_app.modelbuild.weights import model_bin_parts
+
+    path = fw.model_dir()  # cache/faster-whisper-base, git-ignored; reused when complete
+    parts = model_bin_parts()
+    assert (path / "model.bin").stat().st_size == sum(p.stat().st_size for p in parts)
+    with (path / "model.bin").open("rb") as f:
+        assert f.read(64) == parts[0].read_bytes()[:64]
+    for name in (*fw.COPIED_FILES, "preprocessor_config.json"):
+        assert (path / name).is_file()
+    engine = fw.FasterWhisper(path)
+    assert engine.settings.describe()["temperature"] == 0.0
+    text = engine.transcribe((REPO / "tests" / "data" / "clips" / "north_16k.wav").read_bytes())
+    assert text.strip()
+    assert any(ord(ch) > 0x7F for ch in text)  # Vietnamese letters with diacritics
