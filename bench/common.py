@@ -208,3 +208,58 @@ def uptime_line() -> str:
         up = float("nan")
     one, five, fifteen = os.getloadavg()
     return f"up {up / 3600:.1f} h, load average: {one:.2f}, {five:.2f}, {fifteen:.2f}"
+
+
+class CpuMeter:
+    """How busy the machine was during an interval, and how much of that was not ours:
+    machine-wide busy CPU time (from /proc/stat) minus the CPU time of our own processes
+    (this one, plus the process trees under `roots`), as a share of wall time x cores.
+    The `others` share is the noise other users' work added to a measurement."""
+
+    def __init__(self, roots: Callable[[], Sequence[int]] = tuple) -> None:
+        self.roots = roots
+        self.start = self._now()
+
+    @staticmethod
+    def _machine_busy() -> float:
+        import psutil
+
+        t = psutil.cpu_times()
+        return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+
+    def _ours(self) -> dict[tuple[int, float], float]:
+        import psutil
+
+        out: dict[tuple[int, float], float] = {}
+        procs = [psutil.Process()]
+        for pid in self.roots():
+            try:
+                root = psutil.Process(pid)
+                procs += [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+                out[proc.pid, proc.create_time()] = times.user + times.system
+            except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                continue
+        return out
+
+    def _now(self) -> tuple[float, float, dict[tuple[int, float], float]]:
+        return time.monotonic(), self._machine_busy(), self._ours()
+
+    def stop(self) -> dict[str, float]:
+        t0, busy0, ours0 = self.start
+        t1, busy1, ours1 = self._now()
+        capacity = (t1 - t0) * (os.cpu_count() or 1)
+        # CPU our processes used in the interval (a process born inside it counts in full).
+        ours = sum(v - ours0.get(key, 0.0) for key, v in ours1.items())
+        busy = busy1 - busy0
+        if capacity <= 0:
+            return {"machine_busy": 0.0, "ours": 0.0, "others": 0.0}
+        return {
+            "machine_busy": round(min(1.0, busy / capacity), 3),
+            "ours": round(min(1.0, ours / capacity), 3),
+            "others": round(min(1.0, max(0.0, busy - ours) / capacity), 3),
+        }

@@ -191,6 +191,7 @@ def _machine(results: dict[str, Any]) -> str:
         ["Python and libraries", f"Python {m.get('python')}; {versions}"],
         ["load at start", m.get("uptime_start", "–")],
         ["load at end", m.get("uptime_end", "–")],
+        ["other users' CPU during the points (min / mean / max)", _noise(results)],
         ["run", f"{results.get('created', '–')}, {fmt(settings.get('wall_s'), 0)} s"],
     ]
     note = results.get("note")
@@ -198,6 +199,11 @@ def _machine(results: dict[str, Any]) -> str:
     if note:
         out += [f"**Note on this run:** {note}", ""]
     return "\n".join(out)
+
+
+def _noise(results: dict[str, Any]) -> str:
+    r = others_range(results)
+    return "–" if r is None else " / ".join(f"{100 * x:.0f}%" for x in r)
 
 
 def _clips(results: dict[str, Any]) -> str:
@@ -237,7 +243,10 @@ def _img(plots: dict[str, str], name: str, alt: str) -> list[str]:
 def _throughput(results: dict[str, Any], plots: dict[str, str]) -> str:
     out = ["## Throughput vs concurrency", "", *_img(plots, "throughput", "throughput")]
     out.append(
-        "Audio-seconds per wall-second (higher is better); HTTP/in-process at the same concurrency."
+        "Audio-seconds per wall-second (higher is better); HTTP/in-process at the same "
+        "concurrency. *Others' CPU* is the share of the machine's CPU (wall time x cores) that "
+        "processes other than the benchmark and its Ray stack used while the point ran: the "
+        "noise other users of this shared machine added."
     )
     out.append("")
     for kind in KINDS:
@@ -252,6 +261,7 @@ def _throughput(results: dict[str, Any], plots: dict[str, str]) -> str:
             i = by["in_process"].get(c, {}).get("audio_s_per_wall_s")
             o = by["onnx"].get(c, {}).get("audio_s_per_wall_s")
             ok = by["http"].get(c)
+            noise = " / ".join(_others(by[p].get(c)) for p in ("http", "in_process", "onnx"))
             rows.append(
                 [
                     c,
@@ -260,6 +270,7 @@ def _throughput(results: dict[str, Any], plots: dict[str, str]) -> str:
                     fmt(i),
                     fmt(o),
                     times(h / i) if h and i else "–",
+                    noise,
                 ]
             )
         out += [
@@ -273,6 +284,7 @@ def _throughput(results: dict[str, Any], plots: dict[str, str]) -> str:
                     "in-process",
                     "bare ONNX",
                     "HTTP / in-process",
+                    "others' CPU: HTTP / in-proc / ONNX",
                 ],
                 rows,
             ),
@@ -699,6 +711,25 @@ def _concurrency_axis(ax: Any, results: dict[str, Any], kind: str) -> None:
     from matplotlib.ticker import NullLocator
 
     ax.xaxis.set_minor_locator(NullLocator())
+
+
+def _others(row: dict[str, Any] | None) -> str:
+    share = (row or {}).get("cpu", {}).get("others")
+    return "–" if share is None else f"{100 * share:.0f}%"
+
+
+def others_range(results: dict[str, Any]) -> tuple[float, float, float] | None:
+    """Min, mean and max of the others' CPU share over every measured point."""
+    shares = [
+        r["cpu"]["others"]
+        for path in (*PATH_NAMES, "faster_whisper")
+        for kind in KINDS
+        for r in rows_of(results, path, kind)
+        if isinstance(r.get("cpu"), dict)
+    ]
+    if not shares:
+        return None
+    return min(shares), sum(shares) / len(shares), max(shares)
 
 
 def _at(results: dict[str, Any], path: str, kind: str, c: int) -> float | None:

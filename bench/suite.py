@@ -42,6 +42,7 @@ from bench.clips import DEFAULT_COUNTS, Clip, build_clips
 from bench.common import (
     REPO,
     RESULTS,
+    CpuMeter,
     Outcome,
     batch_histogram,
     machine_info,
@@ -161,6 +162,7 @@ def sweep(
     args: argparse.Namespace,
     row_extras: Callable[[list[Outcome]], dict[str, Any]] | None = None,
     on_point: Callable[[str, int], None] | None = None,
+    roots: Callable[[], Sequence[int]] = tuple,
 ) -> tuple[dict[str, list[dict[str, Any]]], list[Outcome]]:
     """Every kind at every concurrency level; returns rows per kind and all outcomes."""
     rows: dict[str, list[dict[str, Any]]] = {}
@@ -173,7 +175,10 @@ def sweep(
             if on_point:
                 on_point(kind, c)
             n = requests_for(c, args.requests[kind])
+            meter = CpuMeter(roots)
             row, outcomes = run_load(call, clips, c, n)
+            row["cpu"] = meter.stop()
+            row["loadavg_1m"] = round(os.getloadavg()[0], 2)
             if row_extras:
                 row.update(row_extras(outcomes))
             rows[kind].append(row)
@@ -182,7 +187,8 @@ def sweep(
             print(
                 f"  {name:<11} {kind:<6} c={c:>2}: {row['audio_s_per_wall_s'] or 0:7.2f} audio-s/s"
                 f"  p50 {p50 or float('nan'):6.2f} s  p99 {p99 or float('nan'):6.2f} s"
-                f"  ok {row['ok']}/{row['requests']}",
+                f"  ok {row['ok']}/{row['requests']}"
+                f"  others {100 * row['cpu']['others']:3.0f}% CPU",
                 flush=True,
             )
     return rows, everything
@@ -263,7 +269,9 @@ def run_faster_whisper(by_kind: dict[str, list[Clip]], args: argparse.Namespace)
         for kind in args.kinds:
             clips = by_kind[kind]
             fw.transcribe(clips[0].wav_bytes(), settings)  # warm-up
+            meter = CpuMeter()
             row, outcomes = run_load(call, clips, 1, len(clips))
+            row["cpu"] = meter.stop()
             rows[kind] = row
             texts.update(first_texts(outcomes, lambda text: text))
             print(
@@ -333,6 +341,7 @@ def run_http(by_kind: dict[str, list[Clip]], args: argparse.Namespace) -> dict[s
                     args,
                     row_extras=http_row_extras,
                     on_point=lambda kind, c: marks.append((kind, c, time.monotonic() - sampler.t0)),
+                    roots=lambda: [stack.proc.pid],
                 )
             finally:
                 samples = sampler.stop()

@@ -63,6 +63,14 @@ def test_run_load_sends_exactly_n_and_counts_failures() -> None:
     assert {o.extra for o in outcomes if o.ok} == {"A", "B"}
 
 
+def test_cpu_meter_shares_add_up() -> None:
+    meter = common.CpuMeter()
+    sum(i * i for i in range(200_000))  # some CPU of our own
+    shares = meter.stop()
+    assert 0.0 <= shares["ours"] <= 1.0 and 0.0 <= shares["others"] <= 1.0
+    assert shares["others"] <= shares["machine_busy"] + 1e-9
+
+
 def test_run_load_validates() -> None:
     with pytest.raises(ValueError):
         common.run_load(lambda item: (True, 1.0, None), [], 1, 1)
@@ -236,6 +244,7 @@ def _row(c: int, throughput: float, p50: float = 0.5) -> dict:
         "latency_p95_s": p50 * 1.5,
         "latency_p99_s": p50 * 2,
         "latency_max_s": p50 * 2,
+        "cpu": {"machine_busy": 0.9, "ours": 0.8, "others": 0.1 * c},
     }
 
 
@@ -345,6 +354,8 @@ def test_render_markdown_has_every_section() -> None:
     assert "Test CPU (avx2)" in text and "24.0 GiB" in text
     assert "load average: 2.00, 1.50, 1.00" in text
     assert "**Note on this run:** shared machine" in text
+    assert "| 4 | 20.00 | 8/8 | 50.00 | 90.00 | 0.40x | 40% / 40% / 40% |" in text
+    assert "(min / mean / max) | 10% / 23% / 40% |" in text
     assert "| ServeReplica:asr:Encoder | 400 | 500 | 300 |" in text
     assert "| first 200 transcript | 30.0 s |" in text
     assert "faster-whisper, greedy + fallback" in text
