@@ -66,9 +66,13 @@ def process_label(cmdline: list[str], name: str) -> str:
         scripts = [Path(a).stem for a in cmdline[1:] if a.endswith(".py")]
         if scripts:
             return scripts[0]
-        for flag in ("-m", "-c"):
-            if flag in cmdline[:-1]:
-                return f"python {flag} {cmdline[cmdline.index(flag) + 1][:40]}"
+        if "-m" in cmdline[:-1]:
+            return f"python -m {cmdline[cmdline.index('-m') + 1]}"
+        if "-c" in cmdline[:-1]:  # e.g. multiprocessing's forkserver: name the module
+            code = cmdline[cmdline.index("-c") + 1]
+            words = code.replace(";", " ").split()
+            module = words[1] if len(words) > 1 and words[0] in ("from", "import") else code[:30]
+            return f"python -c {module}"
         serve_cli = [a for a in cmdline[1:3] if Path(a).name == "serve"]
         if serve_cli:
             return "serve run (driver)"

@@ -197,10 +197,11 @@ def test_bench_config_changes_only_port_and_model_dir(tmp_path: Path) -> None:
             "serve run (driver)",
         ),
         (
-            ["/x/bin/python3", "-c", "import sys; sys.exit(0)"],
+            ["/x/bin/python3", "-c", "from multiprocessing.forkserver import main; main(1)"],
             "python3",
-            "python -c import sys; sys.exit(0)",
+            "python -c multiprocessing.forkserver",
         ),
+        (["/x/bin/python3", "-c", "print(1)"], "python3", "python -c print(1)"),
         ([], "raylet", "raylet"),
     ],
 )
