@@ -46,7 +46,49 @@ SPEECH_CLIPS = ("north_16k.wav", "central_44k_stereo.flac", "south_48k.ogg")
 # Ray's generated panels this graph's traffic must fill (dashboard file -> panel titles).
 # The others need what this test does not produce (gRPC, GPUs, object spilling, Ray Data,
 # failed tasks, ...): they are run, must parse, and their series counts are recorded.
-RAY_PANELS_WITH_DATA: dict[str, set[str]] = {}
+RAY_PANELS_WITH_DATA: dict[str, set[str]] = {
+    "serve_grafana_dashboard.json": {
+        "QPS per application",
+        "Error QPS per application",
+        "Error QPS per application per error code",
+        "P50 latency per application",
+        "P90 latency per application",
+        "P99 latency per application",
+        "Replicas per deployment",
+        "QPS per deployment",
+        "P50 latency per deployment",
+        "P90 latency per deployment",
+        "P99 latency per deployment",
+        "Queue size per deployment",
+        "Ongoing HTTP Requests",
+        "Cluster Utilization",
+        "Node count",
+        "Node network",
+        "Scheduling Tasks",
+        "Controller Control Loop Duration",
+        "Number of Control Loops",
+    },
+    "serve_deployment_grafana_dashboard.json": {
+        "Replicas per deployment",
+        "QPS per replica",
+        "P50 latency per replica",
+        "P90 latency per replica",
+        "P99 latency per replica",
+        "Queue size per deployment",
+        "Running requests per replica",
+    },
+    "default_grafana_dashboard.json": {
+        "Node Count",
+        "Node CPU Usage",
+        "Node Memory Usage (heap + object store)",
+        "Node CPU Usage by Component",
+        "Node Memory Usage by Component",
+        "Object Store Memory Usage",
+        "Alive Actors by Name",
+        "Logical CPUs Usage",
+        "Running Tasks by Name",
+    },
+}
 COMPARISON = re.compile(r"^(?P<query>.*\S)\s*(?:>|<|>=|<=|==|!=)\s*[0-9.eE+-]+\s*$", re.DOTALL)
 
 
