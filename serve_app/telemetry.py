@@ -196,7 +196,11 @@ def error_kind(exc: BaseException) -> str:
     if isinstance(status, int):
         return "bad_request" if status < 500 else "server_error"
     if type(exc).__name__ == "ServiceUnavailable":
-        return "overloaded" if getattr(exc, "retry_after_s", None) else "stage_unavailable"
+        # The pipeline raises it while handling Ray's BackPressureError (a full queue; its
+        # retry_after_s is set only when the deployment has a backpressure_config).
+        cause = exc.__cause__ or exc.__context__
+        full = getattr(exc, "retry_after_s", None) or type(cause).__name__ == "BackPressureError"
+        return "overloaded" if full else "stage_unavailable"
     return "internal_error"
 
 

@@ -14,6 +14,7 @@ import httpx
 import pytest
 import yaml
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from ray.serve.exceptions import BackPressureError
 
 from serve_app import telemetry
 from serve_app.api import ApiSettings, ServiceInfo, ServiceUnavailable, create_app
@@ -254,6 +255,13 @@ def test_error_kind_is_the_json_error_code():
 
     assert telemetry.error_kind(Coded("x")) == "audio_too_long"
     assert telemetry.error_kind(ValueError()) == "internal_error"
+    try:  # what ServePipeline does with Ray's BackPressureError (no Retry-After configured)
+        try:
+            raise BackPressureError(num_queued_requests=1, max_queued_requests=1)
+        except BackPressureError:
+            raise ServiceUnavailable("at capacity") from None
+    except ServiceUnavailable as exc:
+        assert telemetry.error_kind(exc) == "overloaded"
 
 
 # ---------------------------------------------------------------------------------------
