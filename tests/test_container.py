@@ -105,7 +105,7 @@ def _copied_sources() -> list[str]:
         if word == "COPY" and "--from=" not in args:
             parts = [p for p in args.split() if not p.startswith("--")]
             sources += parts[:-1]
-    return sources
+    return list(dict.fromkeys(sources))  # both stages copy the same files
 
 
 def test_build_context_is_only_what_the_image_copies():
