@@ -13,11 +13,11 @@ variable "region" {
 variable "kubernetes_version_prefix" {
   type        = string
   description = "Kubernetes minor version to run, as a prefix of DOKS's version slugs (the newest patch is picked). Upgrade by raising it."
-  default     = "1.34."
+  default     = "1.35."
 
   validation {
     condition     = can(regex("^1\\.[0-9]+\\.$", var.kubernetes_version_prefix))
-    error_message = "Use a minor-version prefix such as \"1.34.\"."
+    error_message = "Use a minor-version prefix such as \"1.35.\"."
   }
 }
 

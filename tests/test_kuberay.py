@@ -23,7 +23,7 @@ from tests.deploy_tools import assert_checkov_clean, kubectl, run_checkov
 REPO = Path(__file__).resolve().parent.parent
 CRD_DIR = REPO / "tests" / "data" / "kuberay-crds"
 # The DOKS minor version terraform/ asks for (variable kubernetes_version_prefix).
-K8S_VERSION = "1.34.0"
+K8S_VERSION = "1.35.0"
 SERVE_PORT = 8000
 
 
