@@ -123,6 +123,10 @@ def dashboard_key(path: Path, dashboards_dir: Path = DASHBOARDS_DIR) -> str:
     return "-".join(path.relative_to(dashboards_dir).parts)
 
 
+def dashboard_configmap_name(path: Path, dashboards_dir: Path = DASHBOARDS_DIR) -> str:
+    return _configmap_name(dashboard_key(path, dashboards_dir).removesuffix(".json"))
+
+
 def dashboard_configmap(path: Path, dashboards_dir: Path = DASHBOARDS_DIR) -> str:
     text = path.read_text()
     json.loads(text)  # a broken dashboard fails here, not in Grafana
@@ -133,7 +137,7 @@ def dashboard_configmap(path: Path, dashboards_dir: Path = DASHBOARDS_DIR) -> st
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": _configmap_name(key.removesuffix(".json")),
+            "name": dashboard_configmap_name(path, dashboards_dir),
             "labels": {"app.kubernetes.io/name": RAYSERVICE_NAME, **GRAFANA_DASHBOARD_LABEL},
         },
         "data": {key: text.rstrip("\n") + "\n"},
@@ -149,7 +153,7 @@ def render(
     files = {Path("serve-config-patch.yaml"): serve_config_patch(serve_config_path)}
     names = []
     for path in dashboard_files(dashboards_dir):
-        name = f"{_configmap_name(dashboard_key(path, dashboards_dir).removesuffix('.json'))}.yaml"
+        name = f"{dashboard_configmap_name(path, dashboards_dir)}.yaml"
         files[Path("dashboards") / name] = dashboard_configmap(path, dashboards_dir)
         names.append(name)
     kustomization = {
@@ -157,9 +161,8 @@ def render(
         "kind": "Kustomization",
         "resources": names,
     }
-    files[Path("dashboards") / "kustomization.yaml"] = GENERATED_HEADER.format(
-        source="dashboards/*.json"
-    ) + _dump(kustomization)
+    header = GENERATED_HEADER.format(source="dashboards/**/*.json")
+    files[Path("dashboards") / "kustomization.yaml"] = header + _dump(kustomization)
     return files
 
 
