@@ -136,8 +136,9 @@ def _run(cmd: list[str], cwd: Path, **env: str) -> str:
 
 @pytest.mark.slow
 def test_image_build_steps_work_from_the_build_context(tmp_path):
-    """The steps of both stages, offline: dependencies come from this venv rather than a
-    fresh download, the project itself only from the files the Dockerfile copies."""
+    """The steps of both stages: the project is built as `pip install .` builds it in the
+    image (isolated build with setuptools from the index) from only the files the Dockerfile
+    copies; its dependencies come from this venv rather than a fresh download."""
     context = tmp_path / "context"
     context.mkdir()
     for source in _copied_sources():
@@ -156,7 +157,6 @@ def test_image_build_steps_work_from_the_build_context(tmp_path):
             "wheel",
             "-q",
             "--no-deps",
-            "--no-build-isolation",
             "-w",
             str(wheels),
             str(context),
