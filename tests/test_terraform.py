@@ -95,7 +95,6 @@ def test_token_only_from_the_environment(tf, variables):
     assert not [name for name in variables if "token" in name.lower()]
     for path in TF_DIR.glob("*.tf*"):
         assert "dop_v1_" not in path.read_text(), f"a DigitalOcean token in {path.name}"
-    assert list(TF_DIR.glob("*.tfvars")) == [], "no tfvars files in the repo (they hold secrets)"
 
 
 def test_kubernetes_version_comes_from_the_data_source_by_prefix(tf, variables):
