@@ -3,7 +3,7 @@ Ray cluster): each gets its documented status with a JSON error body (or a corre
 transcript) within a bounded time, while a background client keeps sending a good clip and
 every one of its requests succeeds.
 
-The documented answers (see README, "Errors"):
+The documented answers (README, "Serving over HTTP"; figures in bench/RESILIENCE.md):
 
 | input                                   | answer                               |
 | --------------------------------------- | ------------------------------------ |
