@@ -28,12 +28,23 @@ from serve_app import __version__
 from serve_app.audio import DEFAULT_MAX_BYTES
 from serve_app.errors import InputError
 from serve_app.formats import Transcript, render
+from serve_app.telemetry import (
+    RequestMetrics,
+    TelemetryMiddleware,
+    current_trace_id,
+    note_errors,
+)
 
 SERVICE_NAME = "vi-asr-serve"
 REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_CHARS = 128  # a client's own id is echoed only when it is this short
 MULTIPART_OVERHEAD_BYTES = 64 * 1024  # boundaries and small fields around the file part
+# A body trickled in (slow loris) would hold an ingress slot until the proxy's request timeout
+# (minutes). Any upload gets UPLOAD_GRACE_S, then must average MIN_UPLOAD_BYTES_PER_S or 408.
+UPLOAD_GRACE_S = 20.0
+MIN_UPLOAD_BYTES_PER_S = 1024
 MAX_FORM_FIELDS = 32
+MAX_ECHOED_CHARS = 64  # of a client's field value quoted back in an error message
 OPENAI_MODEL_ALIASES = frozenset({"whisper-1", "default"})  # what SDK examples send
 LANGUAGE_NAMES = {"vi": "vietnamese"}  # OpenAI's verbose_json names the language in full
 LANGUAGE_ALIASES = {"vi": "vi", "vie": "vi", "vi-vn": "vi", "vietnamese": "vi"}
@@ -191,8 +202,32 @@ class Upload:
         return values[-1] if values else None
 
 
+def _with_upload_deadline(request: Request) -> Request:
+    """The same request, whose body must keep arriving (see UPLOAD_GRACE_S)."""
+    started = time.monotonic()
+    received = 0
+
+    async def receive() -> Message:
+        nonlocal received
+        deadline = started + UPLOAD_GRACE_S + received / MIN_UPLOAD_BYTES_PER_S
+        try:
+            message = await asyncio.wait_for(request.receive(), deadline - time.monotonic())
+        except TimeoutError:
+            raise ApiError(
+                408,
+                "upload_too_slow",
+                f"the upload sent {received} bytes in {time.monotonic() - started:.0f} s; "
+                f"after {UPLOAD_GRACE_S:.0f} s it must average {MIN_UPLOAD_BYTES_PER_S} bytes/s",
+            ) from None
+        received += len(message.get("body", b""))
+        return message
+
+    return Request(request.scope, receive)
+
+
 async def read_upload(request: Request, max_bytes: int) -> Upload:
     """A multipart form with a `file` part, or a raw `audio/*` body (fields in the query)."""
+    request = _with_upload_deadline(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     declared = request.headers.get("content-length")
     if declared and declared.isdigit():
@@ -244,6 +279,13 @@ async def _read_body(request: Request, max_bytes: int) -> bytes:
 # Field validation
 
 
+def _echo(value: str) -> str:
+    """A client's value quoted in an error, cut short: a 1 MB field is not sent back."""
+    if len(value) <= MAX_ECHOED_CHARS:
+        return repr(value)
+    return f"{value[:MAX_ECHOED_CHARS]!r}... ({len(value)} characters)"
+
+
 def _check_language(value: str | None, info: ServiceInfo) -> None:
     if not value:
         return
@@ -252,19 +294,21 @@ def _check_language(value: str | None, info: ServiceInfo) -> None:
         raise ApiError(
             400,
             "unsupported_language",
-            f"language {value!r} is not served; this model transcribes {info.language!r}",
+            f"language {_echo(value)} is not served; this model transcribes {info.language!r}",
         )
 
 
 def _check_model(value: str | None, info: ServiceInfo) -> None:
     if value and value not in {info.model, *OPENAI_MODEL_ALIASES}:
-        raise ApiError(400, "model_not_found", f"model {value!r} is not served; use {info.model!r}")
+        raise ApiError(
+            400, "model_not_found", f"model {_echo(value)} is not served; use {info.model!r}"
+        )
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ApiError(
-            400, f"invalid_{name}", f"{name} {value!r} is not one of {', '.join(allowed)}"
+            400, f"invalid_{name}", f"{name} {_echo(value)} is not one of {', '.join(allowed)}"
         )
     return value
 
@@ -294,8 +338,11 @@ def _options(upload: Upload, info: ServiceInfo) -> Options:
 # The app
 
 
-def create_app(pipeline: Pipeline, settings: ApiSettings | None = None) -> ASGIApp:
+def create_app(
+    pipeline: Pipeline, settings: ApiSettings | None = None, metrics: RequestMetrics | None = None
+) -> ASGIApp:
     settings = settings or ApiSettings()
+    metrics = metrics or RequestMetrics()  # the base records nothing; Ingress passes Ray's
     info = pipeline.info
     max_bytes = min(settings.max_upload_bytes, info.max_upload_bytes)
 
@@ -315,7 +362,10 @@ def create_app(pipeline: Pipeline, settings: ApiSettings | None = None) -> ASGIA
         upload = await read_upload(request, max_bytes)
         options = _options(upload, info)
         result = await pipeline.transcribe(upload.audio)
-        return options, result, time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        route = request.scope.get("state", {}).get("route", request.url.path)
+        metrics.transcribed(route, result.transcript.duration, elapsed, result.stage_seconds)
+        return options, result, elapsed
 
     async def transcribe(request: Request) -> Response:
         options, result, elapsed = await run(request)
@@ -330,6 +380,7 @@ def create_app(pipeline: Pipeline, settings: ApiSettings | None = None) -> ASGIA
             "processing_time": round(elapsed, 3),
             "real_time_factor": round(elapsed / t.duration, 4) if t.duration > 0 else None,
             "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+            "trace_id": current_trace_id(),
         }
         if options.fmt == "verbose_json":
             body["task"] = "transcribe"
@@ -412,14 +463,17 @@ def create_app(pipeline: Pipeline, settings: ApiSettings | None = None) -> ASGIA
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers={
-            InputError: _on_input_error,
-            ApiError: _on_api_error,
-            ServiceUnavailable: _on_unavailable,
-            HTTPException: _on_http_exception,
-            Exception: _on_unexpected,
-        },
+        exception_handlers=note_errors(
+            {
+                InputError: _on_input_error,
+                ApiError: _on_api_error,
+                ServiceUnavailable: _on_unavailable,
+                HTTPException: _on_http_exception,
+                Exception: _on_unexpected,
+            }
+        ),
     )
+    app = TelemetryMiddleware(app, metrics, routes=[route.path for route in routes])
     return RequestIdMiddleware(app, add_header=settings.add_request_id_header)
 
 

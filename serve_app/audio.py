@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import soundfile as sf
@@ -38,6 +39,11 @@ MAX_SAMPLE_RATE = 384000  # Hz: the highest rate real recording hardware produce
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024  # 100 MiB per upload
 DEFAULT_MAX_DURATION_S = 3600.0  # 1 hour; 230 MB of decoded float32 at 16 kHz
 READ_BLOCK_S = 10.0  # seconds of audio decoded per block, bounds peak memory while decoding
+# Decoding cost grows with rate x channels, not with duration alone: an hour of silence at
+# 96 kHz x 8 channels is a 3 MB FLAC that takes a minute of CPU to decode. Samples over all
+# channels are capped at max_duration_s of 48 kHz stereo (an hour of it decodes in ~8 s).
+MAX_DECODED_SAMPLES_PER_S = 48000 * 2
+UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's frame count for a stream without a length (SF_COUNT_MAX)
 FFMPEG_TIMEOUT_S = 120.0  # seconds; ffmpeg decodes an hour of AAC in a few seconds
 FFMPEG_DURATION_MARGIN_S = 1.0  # decode this much past the limit, to tell "too long" apart
 
@@ -45,6 +51,10 @@ FFMPEG_DURATION_MARGIN_S = 1.0  # decode this much past the limit, to tell "too 
 # file instead of once per block: a Kaiser-windowed sinc, 10 taps per side per max(up, down).
 RESAMPLE_KAISER_BETA = 5.0
 RESAMPLE_HALF_TAPS_PER_RATE = 10
+# An odd rate (44101 Hz) makes the exact ratio 16000/44101 and a filter of 10^5-10^6 taps that
+# takes seconds per second of audio. Such ratios are replaced by the nearest fraction with
+# terms up to this bound: every common rate stays exact, odd ones drift by < 0.01%.
+MAX_RESAMPLE_TERM = 1000
 
 # libsndfile formats we accept. It also opens exotic ones (MAT4, HTK, VOC, ...) whose weak
 # magic numbers random bytes can match; those are refused rather than decoded into noise.
@@ -94,7 +104,12 @@ def decode_audio(data: bytes, limits: AudioLimits = DEFAULT_LIMITS) -> np.ndarra
         audio = _decode_with_ffmpeg(data, container, limits)
     else:
         with sound_file:
-            audio = _decode_with_soundfile(sound_file, limits)
+            if sound_file.frames == UNKNOWN_FRAMES:
+                # A stream written without its length (FLAC piped out of an encoder):
+                # libsndfile fails on its last block, ffmpeg reads it to the end.
+                audio = _decode_with_ffmpeg(data, sound_file.format.lower(), limits)
+            else:
+                audio = _decode_with_soundfile(sound_file, limits)
     return _finish(audio)
 
 
@@ -127,6 +142,15 @@ def _check_duration(seconds: float, limits: AudioLimits) -> None:
         )
 
 
+def _check_decoded_samples(frames: int, channels: int, limits: AudioLimits) -> None:
+    budget = limits.max_duration_s * MAX_DECODED_SAMPLES_PER_S
+    if frames * channels > budget:
+        raise AudioTooLargeError(
+            f"audio decodes to {frames * channels} samples ({channels} channels), the limit is "
+            f"{budget:.0f} ({limits.max_duration_s:.0f} s of 48 kHz stereo)"
+        )
+
+
 def _decode_with_soundfile(sound_file: sf.SoundFile, limits: AudioLimits) -> np.ndarray:
     if sound_file.format not in SOUNDFILE_FORMATS:
         raise UnsupportedAudioError(f"audio format {sound_file.format} is not supported")
@@ -139,6 +163,7 @@ def _decode_with_soundfile(sound_file: sf.SoundFile, limits: AudioLimits) -> np.
         raise CorruptAudioError(f"audio header declares {sound_file.channels} channels")
     # The header's frame count: rejects a long file before a single sample is decoded.
     _check_duration(sound_file.frames / rate, limits)
+    _check_decoded_samples(sound_file.frames, sound_file.channels, limits)
 
     resampler = _Resampler(rate, SAMPLE_RATE)
     pieces: list[np.ndarray] = []
@@ -165,10 +190,11 @@ def _mono_blocks(sound_file: sf.SoundFile, limits: AudioLimits) -> Iterator[np.n
         # The header's length was checked already; this catches headers that understate it.
         if frames_read > max_frames:
             _check_duration(frames_read / rate, limits)
-        mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
-        if not np.isfinite(mono).all():
+        _check_decoded_samples(frames_read, block.shape[1], limits)
+        # Checked before the downmix: inf and -inf in two channels would average to NaN.
+        if not np.isfinite(block).all():
             raise CorruptAudioError("audio contains NaN or infinite samples")
-        yield mono
+        yield block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
 
 
 class _Resampler:
@@ -181,9 +207,10 @@ class _Resampler:
     """
 
     def __init__(self, rate_in: int, rate_out: int) -> None:
-        common = math.gcd(rate_in, rate_out)
-        self.up = rate_out // common
-        self.down = rate_in // common
+        ratio = Fraction(rate_out, rate_in)
+        if max(ratio.numerator, ratio.denominator) > MAX_RESAMPLE_TERM:
+            ratio = ratio.limit_denominator(MAX_RESAMPLE_TERM)
+        self.up, self.down = ratio.numerator, ratio.denominator
         max_rate = max(self.up, self.down)
         half_taps = RESAMPLE_HALF_TAPS_PER_RATE * max_rate
         self.filter: np.ndarray | None = None

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError,
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
+from serve_app import telemetry
 from serve_app.api import (
     ApiSettings,
     PipelineResult,
@@ -42,7 +45,6 @@ DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.02  # 20 ms: small next to a window's encode ti
 # dynamically, with one scale per input tensor, i.e. per ORT batch. On CPU, bigger ORT
 # batches measured no faster here anyway; fp32 models are exactly batch-invariant.
 DEFAULT_ORT_MAX_BATCH = 1
-BATCH_SIZE_BUCKETS = [b + 0.5 for b in range(1, 32)]  # one bucket per batch size 1..32
 STAGE_ERRORS = (ActorDiedError, ActorUnavailableError, RayActorError)
 
 
@@ -75,9 +77,11 @@ class Preprocessor:
         from serve_app.transcriber import Preprocessor as CorePreprocessor
 
         self.core = CorePreprocessor(load_bundle(bundle_dir).config, limits)
+        telemetry.configure_tracing()  # exports spans only when OTEL_* variables say so
 
-    def __call__(self, audio: bytes) -> Prepared:
-        return self.core(audio)
+    def __call__(self, audio: bytes, trace: dict[str, str] | None = None) -> Prepared:
+        with telemetry.replica_span("preprocessor", trace):
+            return self.core(audio)
 
     def ping(self) -> str:
         return "ok"
@@ -98,19 +102,14 @@ class Encoder:
     def __init__(
         self, bundle_dir: str, precision: str | None = None, ort_threads: int | None = None
     ) -> None:
-        from ray.serve import metrics
-
         from serve_app.encoder import EncoderOptions, OnnxEncoder
 
         bundle = load_bundle(bundle_dir)
         overrides = {} if ort_threads is None else {"intra_op_threads": ort_threads}
         options = EncoderOptions.from_env(**overrides)
         self.core = OnnxEncoder(bundle.model_path(precision), options)
-        self.batch_sizes = metrics.Histogram(
-            "asr_encoder_batch_size",
-            description="Windows per @serve.batch call of the encoder.",
-            boundaries=BATCH_SIZE_BUCKETS,
-        )
+        self.metrics = telemetry.EncoderMetrics()  # batch sizes, padded vs real frames
+        telemetry.configure_tracing()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         config = BatchingConfig(**user_config)
@@ -122,15 +121,21 @@ class Encoder:
     @serve.batch(
         max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S
     )
-    async def encode(self, features: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
+    async def encode(
+        self, features: list[np.ndarray], traces: list[dict[str, str]] | None = None
+    ) -> list[tuple[np.ndarray, int]]:
         # A worker thread keeps the replica's event loop free to queue the next batch and
         # to answer health checks while ONNX Runtime runs (it releases the GIL).
-        return await asyncio.to_thread(self.run_batch, features)
+        return await asyncio.to_thread(self.run_batch, features, traces)
 
-    def run_batch(self, features: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
+    def run_batch(
+        self, features: list[np.ndarray], traces: list[dict[str, str]] | None = None
+    ) -> list[tuple[np.ndarray, int]]:
         """The batch body, callable without Ray: (log-probs, batch size) per window."""
-        self.batch_sizes.observe(len(features))
-        return [(out, len(features)) for out in self.core.run(features)]
+        lengths = [f.shape[1] for f in features]
+        self.metrics.batch(lengths, self.core.max_batch, self.core.options.max_padding_waste)
+        with telemetry.batch_span("encoder.batch", traces or (), len(features)):
+            return [(out, len(features)) for out in self.core.run(features)]
 
     def ping(self) -> str:
         return "ok"
@@ -148,9 +153,16 @@ class Decoder:
         # Compile the numba kernels now rather than on the first request.
         vocab_size = self.core.vocab.size
         self.core.decode_window(np.zeros((4, vocab_size), np.float32), 0.0, 0.08)
+        telemetry.configure_tracing()
 
-    def __call__(self, prepared: Prepared, log_probs: list[np.ndarray | None]) -> Transcript:
-        return self.core(prepared, log_probs)
+    def __call__(
+        self,
+        prepared: Prepared,
+        log_probs: list[np.ndarray | None],
+        trace: dict[str, str] | None = None,
+    ) -> Transcript:
+        with telemetry.replica_span("decoder", trace):
+            return self.core(prepared, log_probs)
 
     def ping(self) -> str:
         return "ok"
@@ -186,12 +198,20 @@ class ServePipeline:
 
     async def _transcribe(self, audio: bytes) -> PipelineResult:
         t0 = time.perf_counter()
-        prepared: Prepared = await self.preprocessor.remote(audio)
+        # Each stage span yields (carrier,) when tracing, else (): extra handle-call args.
+        with telemetry.stage_span("preprocess") as trace:
+            prepared: Prepared = await _retry_once(partial(self.preprocessor.remote, audio, *trace))
         t1 = time.perf_counter()
         speech = [i for i, w in enumerate(prepared.windows) if w.features is not None]
-        encoded = await asyncio.gather(
-            *(self.encoder.encode.remote(prepared.windows[i].features) for i in speech)
-        )
+        with telemetry.stage_span("encode", windows=len(speech)) as trace:
+            encoded = await asyncio.gather(
+                *(
+                    _retry_once(
+                        partial(self.encoder.encode.remote, prepared.windows[i].features, *trace)
+                    )
+                    for i in speech
+                )
+            )
         t2 = time.perf_counter()
         log_probs: list[np.ndarray | None] = [None] * len(prepared.windows)
         for i, (out, _) in zip(speech, encoded, strict=True):
@@ -200,7 +220,10 @@ class ServePipeline:
         skeleton = Prepared(
             prepared.duration_s, [replace(w, features=None) for w in prepared.windows]
         )
-        transcript = await self.decoder.remote(skeleton, log_probs)
+        with telemetry.stage_span("decode") as trace:
+            transcript = await _retry_once(
+                partial(self.decoder.remote, skeleton, log_probs, *trace)
+            )
         t3 = time.perf_counter()
         return PipelineResult(
             transcript=transcript,
@@ -220,6 +243,19 @@ class ServePipeline:
             return f"no answer within {self.ping_timeout_s} s"
         except Exception as exc:  # any failure means "not healthy", reported as text
             return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+async def _retry_once(call: Callable[[], Any]) -> Any:
+    """Await a stage call; call it once more if the replica died under it.
+
+    Stage calls are pure functions of their arguments, so a second try (routed to a live
+    replica: Serve drops a dead one from its candidates) is safe. Input errors and
+    back-pressure are answers, not faults: they are never retried.
+    """
+    try:
+        return await call()
+    except STAGE_ERRORS:
+        return await call()
 
 
 async def _await(response: Any) -> Any:
@@ -250,6 +286,10 @@ class Ingress:
         ping_timeout_s = max(0.5, settings.health_timeout_s - 0.5)
         self.pipeline = ServePipeline(preprocessor, encoder, decoder, info, ping_timeout_s)
         self.settings = settings
+        self.metrics = telemetry.RayRequestMetrics(info.model, info.precision, info.language)
+        # Trace ids for every request (returned as trace_id); spans leave this process only
+        # when OTEL_* variables choose an exporter.
+        telemetry.configure_tracing(ids_without_exporter=True)
 
     def __serve_build_asgi_app__(self):
-        return create_app(self.pipeline, self.settings)
+        return create_app(self.pipeline, self.settings, self.metrics)
