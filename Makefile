@@ -6,22 +6,29 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 MODEL_DIR ?= models/default
-APT_PACKAGES := espeak-ng ffmpeg
+APT_PACKAGES := espeak-ng ffmpeg prometheus chromium chromium-driver
 
-.PHONY: help setup install system-deps model serve test lint format clean-model
+.PHONY: help setup install system-deps model serve ui observe bench kuberay deploy-tools test lint format clean-model
 
 help:
 	@echo "make serve   install, build the default model if missing, start the service"
+	@echo "make ui      the Streamlit UI on 127.0.0.1:$(UI_PORT) for the service at $(ASR_URL)"
 	@echo "make test    install everything the tests need and run the whole suite"
 	@echo "make model   build the default model bundle into $(MODEL_DIR)"
 	@echo "make lint    ruff check + format check"
+	@echo "make bench   benchmark suite -> BENCHMARKS.md (~20 min; BENCH_ARGS=--quick: ~3 min)"
+	@echo "make observe Prometheus + ASR alert rules against the running local Ray cluster"
 
 # Debian packages: espeak-ng synthesises the training/test speech, ffmpeg decodes m4a/aac
-# and makes the MP3 round trips. Installed only when a command is missing.
+# and makes the MP3 round trips, prometheus (+ promtool) scrapes Ray for `make observe` and
+# the observability test. Installed only when a command is missing.
 system-deps:
 	@missing=""; \
 	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
 	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		echo "apt-get install$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -48,18 +55,51 @@ $(MODEL_DIR)/config.json: | install
 serve: setup
 	ASR_MODEL_DIR=$(MODEL_DIR) exec $(VENV)/bin/serve run serve_config.yaml
 
-test: system-deps install
-	$(VENV)/bin/ruff check serve_app tests
-	$(VENV)/bin/ruff format --check serve_app tests
+# The Streamlit UI (ui/app.py) on 127.0.0.1:$(UI_PORT): it talks to the service at ASR_URL
+# over HTTP only (start `make serve` in another shell), with ASR_API_KEY when that is set.
+ASR_URL ?= http://127.0.0.1:8000
+UI_PORT ?= 8501
+ui: install
+	ASR_URL=$(ASR_URL) exec $(VENV)/bin/streamlit run ui/app.py --server.address=127.0.0.1 \
+		--server.port=$(UI_PORT) --server.headless=true --browser.gatherUsageStats=false \
+		--client.toolbarMode=viewer
+
+# The benchmark suite: starts its own `serve run serve_config.yaml` on a free port and stops
+# it; writes bench/results/suite-*.json, bench/report/*.png and BENCHMARKS.md.
+bench: setup
+	$(PY) bench/suite.py --model-dir $(MODEL_DIR) $(BENCH_ARGS)
+
+# Prometheus on 127.0.0.1:9090 scraping the local Ray cluster that ray_cluster/start_head.sh
+# (or `make serve`) started, with ray_cluster/alerts.yml; foreground until Ctrl-C.
+observe: system-deps
+	ray_cluster/observe.sh
+
+# kuberay/generated/ from serve_config.yaml and dashboards/ (tests fail when it is stale).
+kuberay: install
+	$(PY) -m serve_app.kuberay
+
+# checkov in a venv of its own (its packaging<24 pin cannot live with ray/pytest): the
+# `checkov` extra of pyproject.toml, read from there.
+CHECKOV_VENV ?= .venv-checkov
+deploy-tools: $(CHECKOV_VENV)/.installed
+$(CHECKOV_VENV)/.installed: pyproject.toml
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q $$($(PYTHON) -c 'import tomllib; \
+		print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["checkov"])')
+	touch $@
+
+test: system-deps install deploy-tools
+	$(VENV)/bin/ruff check serve_app ui tests dashboards
+	$(VENV)/bin/ruff format --check serve_app ui tests dashboards
 	$(VENV)/bin/pytest
 
 lint: install
-	$(VENV)/bin/ruff check serve_app tests
-	$(VENV)/bin/ruff format --check serve_app tests
+	$(VENV)/bin/ruff check serve_app ui tests dashboards
+	$(VENV)/bin/ruff format --check serve_app ui tests dashboards
 
 format: install
-	$(VENV)/bin/ruff format serve_app tests
-	$(VENV)/bin/ruff check --fix serve_app tests
+	$(VENV)/bin/ruff format serve_app ui tests dashboards
+	$(VENV)/bin/ruff check --fix serve_app ui tests dashboards
 
 clean-model:
 	rm -rf $(MODEL_DIR)
