@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -515,9 +516,24 @@ def _faster_whisper(results: dict[str, Any], plots: dict[str, str]) -> str:
     return "\n".join(out)
 
 
+def command_line(command: Sequence[str]) -> str:
+    """The command, shell-quoted, with the --note text (printed above) left out."""
+    out: list[str] = []
+    skip = False
+    for arg in command:
+        if skip:
+            skip = False
+        elif arg == "--note" or arg.startswith("--note="):
+            out.append("--note '…'")
+            skip = arg == "--note"
+        else:
+            out.append(shlex.quote(arg))
+    return " ".join(out)
+
+
 def _method(results: dict[str, Any]) -> str:
     settings = results.get("settings", {})
-    command = " ".join(results.get("command", ["python", "bench/suite.py"]))
+    command = command_line(results.get("command", ["python", "bench/suite.py"]))
     rule = settings.get("requests_rule", "max(c, base)")
     return "\n".join(
         [

@@ -36,6 +36,7 @@ SERVE_CONFIG = REPO / "serve_config.yaml"
 STOP_WAIT_S = 45.0
 POLL_S = 0.25
 MEMORY_POLL_S = 1.0
+IDLE_WORKER = "ray::IDLE"  # a pooled Ray worker before it is given an actor
 
 
 def free_port() -> int:
@@ -145,6 +146,8 @@ def memory_summary(samples: list[MemorySample]) -> dict[str, Any]:
     for sample in samples:
         for pid, row in sample.processes.items():
             seen = per_pid.setdefault(pid, {"pid": pid, "label": row["label"]})
+            if row["label"] != IDLE_WORKER:  # a pooled worker that became a replica: name it so
+                seen["label"] = row["label"]
             for key in ("rss", "pss", "uss"):
                 if row.get(key) is not None:
                     seen[key] = max(seen.get(key, 0), row[key])

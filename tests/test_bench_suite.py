@@ -227,6 +227,13 @@ def test_memory_summary_peaks_and_totals() -> None:
     assert summary["process_count_peak"] == 2
     first = summary["processes"][0]
     assert (first["pid"], first["rss_mib"], first["pss_mib"]) == (1, 300.0, 60.0)
+    assert [p["label"] for p in summary["processes"]] == [row["label"]] * 2
+    idle_then_replica = [
+        stack.MemorySample(0.0, {3: {**row, "label": "ray::IDLE", "rss": mib}}),
+        stack.MemorySample(1.0, {3: {**row, "rss": 2 * mib}}),
+        stack.MemorySample(2.0, {3: {**row, "label": "ray::IDLE", "rss": mib}}),
+    ]
+    assert stack.memory_summary(idle_then_replica)["processes"][0]["label"] == row["label"]
     peaks = suite.replicas_per_point(samples, [("short", 1, 0.0), ("short", 4, 0.5)])
     assert peaks == {"short/1": {"Encoder": 1}, "short/4": {"Encoder": 2}}
 
@@ -361,6 +368,13 @@ def test_render_markdown_has_every_section() -> None:
     assert "| first 200 transcript | 30.0 s |" in text
     assert "faster-whisper, greedy + fallback" in text
     assert "16.00x" in text and "10.0%" in text and "60.0%" in text
+
+
+def test_command_line_leaves_the_note_out() -> None:
+    command = ["python", "bench/suite.py", "--note", "a busy day", "--levels", "1,2", "--x=a b"]
+    assert report.command_line(command) == (
+        "python bench/suite.py --note '…' --levels 1,2 '--x=a b'"
+    )
 
 
 def test_render_markdown_survives_skipped_paths() -> None:
