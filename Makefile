@@ -6,9 +6,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 MODEL_DIR ?= models/default
-APT_PACKAGES := espeak-ng ffmpeg prometheus chromium chromium-driver
+# Debian packages as command:package, each installed only when its command is missing.
+# espeak-ng synthesises the training/test speech, ffmpeg decodes m4a/aac and makes the MP3
+# round trips; the tests also need chromium + chromedriver (the UI end-to-end test) and
+# prometheus + promtool (the observability test, `make observe`).
+SERVE_APT := espeak-ng:espeak-ng ffmpeg:ffmpeg
+TEST_APT := $(SERVE_APT) chromium:chromium chromedriver:chromium-driver prometheus:prometheus
 
-.PHONY: help setup install system-deps model serve ui observe bench kuberay deploy-tools test lint format clean-model
+.PHONY: help setup install system-deps test-deps model serve ui observe bench kuberay deploy-tools test lint format clean-model
 
 help:
 	@echo "make serve   install, build the default model if missing, start the service"
@@ -19,21 +24,21 @@ help:
 	@echo "make bench   benchmark suite -> BENCHMARKS.md (~20 min; BENCH_ARGS=--quick: ~3 min)"
 	@echo "make observe Prometheus + ASR alert rules against the running local Ray cluster"
 
-# Debian packages: espeak-ng synthesises the training/test speech, ffmpeg decodes m4a/aac
-# and makes the MP3 round trips, prometheus (+ promtool) scrapes Ray for `make observe` and
-# the observability test. Installed only when a command is missing.
-system-deps:
+define apt_install
 	@missing=""; \
-	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
-	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
-	command -v chromium >/dev/null || missing="$$missing chromium"; \
-	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
-	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	for pair in $(1); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "apt-get install$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+endef
+
+system-deps:
+	$(call apt_install,$(SERVE_APT))
+
+test-deps:
+	$(call apt_install,$(TEST_APT))
 
 $(VENV)/.installed-dev: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,7 +76,8 @@ bench: setup
 
 # Prometheus on 127.0.0.1:9090 scraping the local Ray cluster that ray_cluster/start_head.sh
 # (or `make serve`) started, with ray_cluster/alerts.yml; foreground until Ctrl-C.
-observe: system-deps
+observe:
+	$(call apt_install,prometheus:prometheus)
 	ray_cluster/observe.sh
 
 # kuberay/generated/ from serve_config.yaml and dashboards/ (tests fail when it is stale).
@@ -88,7 +94,7 @@ $(CHECKOV_VENV)/.installed: pyproject.toml
 		print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["checkov"])')
 	touch $@
 
-test: system-deps install deploy-tools
+test: test-deps install deploy-tools
 	$(VENV)/bin/ruff check serve_app ui tests dashboards
 	$(VENV)/bin/ruff format --check serve_app ui tests dashboards
 	$(VENV)/bin/pytest
