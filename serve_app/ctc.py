@@ -8,6 +8,7 @@ does) merges the two into one `a`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,11 @@ from serve_app.tokenizer import Vocabulary
 __all__ = ["FRAME_DURATION_S", "TokenSpan", "Word", "greedy_decode", "spans_to_words"]
 
 FRAME_DURATION_S = 0.02  # one encoder frame is 20 ms
+# A pause this long between two emitted tokens ends a word even when the model emitted no
+# space there: the head, trained on single sentences, runs the last word of one sentence into
+# the first of the next across a pause ("thưa mà" -> "thưamà"). A Vietnamese syllable (one
+# written word) is never split by a pause this long. None turns the rule off.
+PAUSE_WORD_BREAK_S: float | None = 0.3
 _TIME_DECIMALS = 3  # word times are reported to the millisecond
 
 _HALF_SIGN_BIT = 0x8000
@@ -164,7 +170,10 @@ def spans_to_words(
     """
     token_list = [int(token) for token in tokens]
     words: list[Word] = []
-    for group in vocab.word_groups(token_list):
+    groups = vocab.word_groups(token_list)
+    if PAUSE_WORD_BREAK_S is not None:
+        groups = _split_at_pauses(groups, starts, ends, PAUSE_WORD_BREAK_S / FRAME_DURATION_S)
+    for group in groups:
         text = vocab.decode([token_list[i] for i in group])
         if not text:
             continue
@@ -172,3 +181,22 @@ def spans_to_words(
         end = frames_to_seconds(int(ends[group[-1]]), time_offset_s)
         words.append(Word(text, start, end))
     return words
+
+
+def _split_at_pauses(
+    groups: list[list[int]],
+    starts: Sequence[int] | np.ndarray,
+    ends: Sequence[int] | np.ndarray,
+    min_gap_frames: float,
+) -> list[list[int]]:
+    """Split word groups where the blank run between two tokens lasts `min_gap_frames`."""
+    out: list[list[int]] = []
+    for group in groups:
+        current = [group[0]]
+        for previous, index in itertools.pairwise(group):
+            if int(starts[index]) - int(ends[previous]) >= min_gap_frames:
+                out.append(current)
+                current = []
+            current.append(index)
+        out.append(current)
+    return out

@@ -133,3 +133,22 @@ def test_spans_to_words_groups_on_spaces_with_times() -> None:
     words = spans_to_words(tokens, starts, ends, vocab, time_offset_s=10.0)
     assert FRAME_DURATION_S == 0.02
     assert words == [Word("ti", 10.0, 10.08), Word("oo", 10.12, 10.18), Word("i", 10.22, 10.24)]
+
+
+def test_a_long_pause_ends_a_word_the_model_ran_on() -> None:
+    """Across a pause of PAUSE_WORD_BREAK_S the head sometimes emits no space ("thưamà")."""
+    import serve_app.ctc as ctc
+
+    vocab = CharVocabulary.vietnamese()
+    b = vocab.blank_id
+    m, a = vocab.encode("ma")
+    pause = round(ctc.PAUSE_WORD_BREAK_S / FRAME_DURATION_S)
+    short_gap = [m, b, a]  # a one-frame blank inside a word is not a pause
+    long_gap = [m, *[b] * pause, a]
+    for path, expected in ((short_gap, ["ma"]), (long_gap, ["m", "a"])):
+        tokens, starts, ends = greedy_decode(one_hot_log_probs(path, vocab.size), b)
+        words = spans_to_words(tokens, starts, ends, vocab)
+        assert [w.word for w in words] == expected
+    tokens, starts, ends = greedy_decode(one_hot_log_probs(long_gap, vocab.size), b)
+    words = spans_to_words(tokens, starts, ends, vocab)
+    assert words[1].start == pytest.approx((1 + pause) * FRAME_DURATION_S)
