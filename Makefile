@@ -95,17 +95,17 @@ $(CHECKOV_VENV)/.installed: pyproject.toml
 	touch $@
 
 test: test-deps install deploy-tools
-	$(VENV)/bin/ruff check serve_app ui tests dashboards
-	$(VENV)/bin/ruff format --check serve_app ui tests dashboards
+	$(VENV)/bin/ruff check serve_app ui tests dashboards bench
+	$(VENV)/bin/ruff format --check serve_app ui tests dashboards bench
 	$(VENV)/bin/pytest
 
 lint: install
-	$(VENV)/bin/ruff check serve_app ui tests dashboards
-	$(VENV)/bin/ruff format --check serve_app ui tests dashboards
+	$(VENV)/bin/ruff check serve_app ui tests dashboards bench
+	$(VENV)/bin/ruff format --check serve_app ui tests dashboards bench
 
 format: install
-	$(VENV)/bin/ruff format serve_app ui tests dashboards
-	$(VENV)/bin/ruff check --fix serve_app ui tests dashboards
+	$(VENV)/bin/ruff format serve_app ui tests dashboards bench
+	$(VENV)/bin/ruff check --fix serve_app ui tests dashboards bench
 
 clean-model:
 	rm -rf $(MODEL_DIR)
