@@ -102,31 +102,33 @@ def ray_cluster() -> RayTestCluster:
     # Cluster() records its address in /tmp/ray/ray_current_cluster, the file a plain
     # `ray.init()` or `serve run` on this machine attaches to: a user's `serve run` would
     # then deploy into the test cluster and die with it. Keep the test cluster anonymous.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ray._private.utils, "write_ray_address", lambda *a, **k: None)
-        patch.setattr(ray._common.utils, "reset_ray_address", lambda *a, **k: None)
-        cluster = Cluster(
-            initialize_head=True,
-            head_node_args={
-                "num_cpus": HEAD_CPUS,
-                # Ray's own node IP (its GCS/raylet ports): the driver resolves 127.0.0.1 to
-                # it anyway. What tests send traffic to (Serve, dashboard, metrics) is
-                # 127.0.0.1.
-                "temp_dir": str(temp_dir),
-                "metrics_export_port": metrics_port,
-                "include_dashboard": True,
-                "dashboard_host": "127.0.0.1",
-                "dashboard_port": dashboard_port,
-                "object_store_memory": 1024**3,
-            },
-        )
-        try:
-            ray.init(address=cluster.address, namespace="serve", log_to_driver=False)
-            yield RayTestCluster(cluster, temp_dir, metrics_port, dashboard_port)
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
-            shutil.rmtree(temp_dir, ignore_errors=True)
+    try:  # the temp dir goes even when the head fails to start (a slow machine)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(ray._private.utils, "write_ray_address", lambda *a, **k: None)
+            patch.setattr(ray._common.utils, "reset_ray_address", lambda *a, **k: None)
+            cluster = Cluster(
+                initialize_head=True,
+                head_node_args={
+                    "num_cpus": HEAD_CPUS,
+                    # Ray's own node IP (its GCS/raylet ports): the driver resolves 127.0.0.1 to
+                    # it anyway. What tests send traffic to (Serve, dashboard, metrics) is
+                    # 127.0.0.1.
+                    "temp_dir": str(temp_dir),
+                    "metrics_export_port": metrics_port,
+                    "include_dashboard": True,
+                    "dashboard_host": "127.0.0.1",
+                    "dashboard_port": dashboard_port,
+                    "object_store_memory": 1024**3,
+                },
+            )
+            try:
+                ray.init(address=cluster.address, namespace="serve", log_to_driver=False)
+                yield RayTestCluster(cluster, temp_dir, metrics_port, dashboard_port)
+            finally:
+                ray.shutdown()
+                cluster.shutdown()
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
