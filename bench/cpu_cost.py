@@ -123,20 +123,13 @@ def main() -> None:
         "serve_env": extra_env,
         "note": args.note,
     }
-    saved = {k: os.environ.get(k) for k in extra_env}
-    os.environ.update(extra_env)
-    stack = ServeStack(args.model_dir)
+    stack = ServeStack(args.model_dir, env=extra_env)
     try:
         stack.start()
-        stack.wait_first_answer(lambda c: c.get(f"{stack.url}/health"), STARTUP_TIMEOUT_S)
+        stack.wait_healthy(STARTUP_TIMEOUT_S)
         results["http"] = http_cost(stack, clips, args.concurrency, args.requests)
     finally:
         stack.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     results["in_process"] = in_process_cost(args.model_dir, clips, args.concurrency, args.requests)
     results["load_at_end"] = uptime_line()
     http, local = results["http"], results["in_process"]

@@ -351,9 +351,7 @@ def main() -> None:
     try:
         if stack:
             stack.start()
-            results["cold_start"] = stack.wait_first_answer(
-                lambda c: c.get(f"{stack.url}/health"), START_TIMEOUT_S
-            )
+            results["cold_start"] = stack.wait_healthy(START_TIMEOUT_S)
             url, address = stack.url, stack_address(stack)
         else:
             url, address = args.url, args.ray_address

@@ -382,9 +382,7 @@ def main() -> None:
     try:
         if stack:
             stack.start()
-            results["cold_start"] = stack.wait_first_answer(
-                lambda c: c.get(f"{stack.url}/health"), START_TIMEOUT_S
-            )
+            results["cold_start"] = stack.wait_healthy(START_TIMEOUT_S)
             url, root = stack.url, psutil.Process(stack.proc.pid)
         else:
             url, root = args.url, stack_root(args.url)

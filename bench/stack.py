@@ -175,6 +175,7 @@ class ServeStack:
     proc: subprocess.Popen | None = None
     workdir: Path | None = None
     seen: dict[int, float] = field(default_factory=dict)  # pid -> create_time, ever sampled
+    env: dict[str, str] = field(default_factory=dict)  # extra variables for `serve run`
 
     @property
     def url(self) -> str:
@@ -191,6 +192,7 @@ class ServeStack:
             "RAY_TMPDIR": str(self.workdir),
             "RAY_USAGE_STATS_ENABLED": "0",
             "ASR_MODEL_DIR": str(Path(self.model_dir).resolve()),
+            **self.env,
         }
         env.pop("ASR_API_KEY", None)  # the benchmark measures the open service
         serve = Path(sys.executable).parent / "serve"
@@ -239,6 +241,10 @@ class ServeStack:
                     }
                 time.sleep(POLL_S)
         raise TimeoutError(f"no 200 within {timeout_s} s:\n{self.log_tail()}")
+
+    def wait_healthy(self, timeout_s: float) -> dict[str, float]:
+        """`wait_first_answer` polling GET /health: the stack is up and every stage answers."""
+        return self.wait_first_answer(lambda client: client.get(f"{self.url}/health"), timeout_s)
 
     def remember(self, samples: list[MemorySample]) -> None:
         for sample in samples:
