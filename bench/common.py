@@ -97,13 +97,18 @@ def run_load(
             with lock:
                 outcomes.append(outcome)
 
+    cpu0 = time.process_time()
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - t0
-    return summarize(outcomes, concurrency, wall), outcomes
+    summary = summarize(outcomes, concurrency, wall)
+    # CPU of this process during the load: all the work in-process, the client's share over HTTP
+    # (which the service's machine also pays when the client runs on it).
+    summary["caller_cpu_s"] = round(time.process_time() - cpu0, 2)
+    return summary, outcomes
 
 
 def summarize(outcomes: Sequence[Outcome], concurrency: int, wall_s: float) -> dict[str, Any]:

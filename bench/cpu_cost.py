@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: make `bench.*` importable
 
 from bench.common import RESULTS, machine_info, run_load, uptime_line
 from bench.http_vs_inprocess import DEFAULT_CLIPS, http_caller, in_process_caller, load_clips
-from bench.stack import ServeStack, process_label
+from bench.stack import SERVE_CONFIG, ServeStack, process_label
 
 STARTUP_TIMEOUT_S = 300.0
 
@@ -109,6 +109,7 @@ def main() -> None:
     parser.add_argument(
         "--env", action="append", default=[], help="NAME=VALUE for the serve run process"
     )
+    parser.add_argument("--config", type=Path, default=SERVE_CONFIG, help="a serve config to run")
     parser.add_argument("--note", default="")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -121,9 +122,10 @@ def main() -> None:
         "concurrency": args.concurrency,
         "requests": args.requests,
         "serve_env": extra_env,
+        "config": str(args.config),
         "note": args.note,
     }
-    stack = ServeStack(args.model_dir, env=extra_env)
+    stack = ServeStack(args.model_dir, env=extra_env, config=args.config)
     try:
         stack.start()
         stack.wait_healthy(STARTUP_TIMEOUT_S)

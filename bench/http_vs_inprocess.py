@@ -140,7 +140,8 @@ def main() -> None:
         results["in_process"].append(row)
         print(
             f"in-process c={c:>2}: {row['audio_s_per_wall_s']:7.2f} audio-s/s  "
-            f"p50 {row['latency_p50_s']:.3f} s  p99 {row['latency_p99_s']:.3f} s"
+            f"p50 {row['latency_p50_s']:.3f} s  p99 {row['latency_p99_s']:.3f} s  "
+            f"CPU {row['caller_cpu_s']:.1f} s"
         )
 
     with httpx.Client(limits=httpx.Limits(max_connections=max(levels) + 4)) as client:
@@ -159,7 +160,7 @@ def main() -> None:
             print(
                 f"http       c={c:>2}: {row['audio_s_per_wall_s']:7.2f} audio-s/s  "
                 f"p50 {row['latency_p50_s']:.3f} s  p99 {row['latency_p99_s']:.3f} s  "
-                f"ok {row['ok']}/{row['requests']}  "
+                f"ok {row['ok']}/{row['requests']}  client CPU {row['caller_cpu_s']:.1f} s  "
                 f"batches {row['encoder_batches']['batches']}"
             )
         if sampler:

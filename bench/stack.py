@@ -176,6 +176,7 @@ class ServeStack:
     workdir: Path | None = None
     seen: dict[int, float] = field(default_factory=dict)  # pid -> create_time, ever sampled
     env: dict[str, str] = field(default_factory=dict)  # extra variables for `serve run`
+    config: Path = SERVE_CONFIG  # the config to run (port and model directory replaced)
 
     @property
     def url(self) -> str:
@@ -185,7 +186,7 @@ class ServeStack:
         self.port = self.port or free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="asrbench-", dir="/tmp"))
         config_path = self.workdir / "serve_config.yaml"
-        config_path.write_text(yaml.safe_dump(bench_config(self.model_dir, self.port)))
+        config_path.write_text(yaml.safe_dump(bench_config(self.model_dir, self.port, self.config)))
         env = {
             **os.environ,
             "RAY_ADDRESS": "local",  # a new Ray instance, never someone else's cluster

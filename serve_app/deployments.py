@@ -45,6 +45,8 @@ DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.02  # 20 ms: small next to a window's encode ti
 # dynamically, with one scale per input tensor, i.e. per ORT batch. On CPU, bigger ORT
 # batches measured no faster here anyway; fp32 models are exactly batch-invariant.
 DEFAULT_ORT_MAX_BATCH = 1
+DEFAULT_ORT_PARALLEL_RUNS = 1
+MAX_CONCURRENT_BATCHES = 4  # fixed by @serve.batch; ort_parallel_runs above it adds nothing
 STAGE_ERRORS = (ActorDiedError, ActorUnavailableError, RayActorError)
 
 
@@ -55,6 +57,7 @@ class BatchingConfig:
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     batch_wait_timeout_s: float = DEFAULT_BATCH_WAIT_TIMEOUT_S
     ort_max_batch: int = DEFAULT_ORT_MAX_BATCH
+    ort_parallel_runs: int = DEFAULT_ORT_PARALLEL_RUNS
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_batch_size <= 64:
@@ -63,6 +66,8 @@ class BatchingConfig:
             raise ValueError(
                 f"ort_max_batch must be in 1..max_batch_size, got {self.ort_max_batch}"
             )
+        if not 1 <= self.ort_parallel_runs <= 16:
+            raise ValueError(f"ort_parallel_runs must be in 1..16, got {self.ort_parallel_runs}")
         if not 0.0 <= self.batch_wait_timeout_s <= 1.0:
             raise ValueError(
                 f"batch_wait_timeout_s must be in [0, 1] s, got {self.batch_wait_timeout_s}"
@@ -94,6 +99,7 @@ class Preprocessor:
         "max_batch_size": DEFAULT_MAX_BATCH_SIZE,
         "batch_wait_timeout_s": DEFAULT_BATCH_WAIT_TIMEOUT_S,
         "ort_max_batch": DEFAULT_ORT_MAX_BATCH,
+        "ort_parallel_runs": DEFAULT_ORT_PARALLEL_RUNS,
     },
 )
 class Encoder:
@@ -115,11 +121,23 @@ class Encoder:
         config = BatchingConfig(**user_config)
         self.encode.set_max_batch_size(config.max_batch_size)
         self.encode.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
-        # OnnxEncoder splits a batch into similar-length groups of at most max_batch.
-        self.core.options = replace(self.core.options, max_batch=config.ort_max_batch)
+        # OnnxEncoder splits a batch into similar-length groups of at most max_batch and
+        # runs up to parallel_runs of them at once.
+        self.core.options = replace(
+            self.core.options,
+            max_batch=config.ort_max_batch,
+            parallel_runs=config.ort_parallel_runs,
+        )
 
+    # Serve forms each batch as soon as the previous one is handed off (after at most
+    # batch_wait_timeout_s), then holds it until one of max_concurrent_batches slots frees.
+    # With one slot, a replica runs one batch, usually of one window, at a time: one core.
+    # Several slots let batches overlap; OnnxEncoder's pool (ort_parallel_runs) caps how many
+    # ORT calls actually run at once.
     @serve.batch(
-        max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S
+        max_batch_size=DEFAULT_MAX_BATCH_SIZE,
+        batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S,
+        max_concurrent_batches=MAX_CONCURRENT_BATCHES,
     )
     async def encode(
         self, features: list[np.ndarray], traces: list[dict[str, str]] | None = None

@@ -13,7 +13,9 @@ graphs carry `BATCH_INVARIANT_KEY = "false"` in their metadata and run one windo
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +32,17 @@ class EncoderOptions:
     inter_op_threads: int = 1
     max_batch: int = DEFAULT_MAX_BATCH
     max_padding_waste: float = DEFAULT_MAX_PADDING_WASTE
+    # ORT calls in flight at once, each on a thread of a pool shared by every caller of this
+    # encoder (1: each run() calls ORT on its own thread). With one intra-op thread per call
+    # this is how one replica uses several cores: independent windows in parallel scale
+    # better than one window split across threads, and single-threaded calls never spin-wait.
+    parallel_runs: int = 1
 
     def __post_init__(self) -> None:
         if self.intra_op_threads < 0 or self.inter_op_threads < 1:
             raise ValueError("intra_op_threads must be >= 0 and inter_op_threads >= 1")
+        if not 1 <= self.parallel_runs <= 64:
+            raise ValueError(f"parallel_runs must be in 1..64, got {self.parallel_runs}")
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
         if not 0.0 <= self.max_padding_waste < 1.0:
@@ -95,6 +104,9 @@ class OnnxEncoder:
         self.vocab_size = self._session.get_outputs()[0].shape[2]
         metadata = self._session.get_modelmeta().custom_metadata_map
         self.batch_invariant = metadata.get(BATCH_INVARIANT_KEY, "true") != "false"
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
+        self._pool_lock = threading.Lock()
 
     @property
     def max_batch(self) -> int:
@@ -106,11 +118,27 @@ class OnnxEncoder:
         in input order, running similar lengths together."""
         results: list[np.ndarray | None] = [None] * len(features)
         lengths = [f.shape[1] for f in features]
-        for group in plan_batches(lengths, self.max_batch, self.options.max_padding_waste):
-            outs = self.run_padded([features[i] for i in group])
+        groups = plan_batches(lengths, self.max_batch, self.options.max_padding_waste)
+        inputs = [[features[i] for i in group] for group in groups]
+        if self.options.parallel_runs > 1:  # also for one group: the pool bounds all callers
+            outputs = list(self._executor().map(self.run_padded, inputs))
+        else:
+            outputs = [self.run_padded(batch) for batch in inputs]
+        for group, outs in zip(groups, outputs, strict=True):
             for i, out in zip(group, outs, strict=True):
                 results[i] = out
         return results  # type: ignore[return-value]
+
+    def _executor(self) -> ThreadPoolExecutor:
+        """The thread pool for parallel ORT calls, rebuilt when parallel_runs changes."""
+        with self._pool_lock:
+            wanted = self.options.parallel_runs
+            if self._pool is None or self._pool_size != wanted:
+                old, self._pool = self._pool, ThreadPoolExecutor(wanted, "ort-run")
+                self._pool_size = wanted
+                if old is not None:
+                    old.shutdown(wait=False)  # running calls finish; the threads then exit
+            return self._pool
 
     def run_padded(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One ORT call over all `features`, zero-padded to the longest."""

@@ -25,6 +25,7 @@ def test_batching_config_validates():
         {"max_batch_size": 0},
         {"batch_wait_timeout_s": -1},
         {"max_batch_size": 2, "ort_max_batch": 3},
+        {"ort_parallel_runs": 0},
     ):
         with pytest.raises(ValueError):
             BatchingConfig(**bad)
@@ -33,7 +34,8 @@ def test_batching_config_validates():
 @pytest.mark.slow
 def test_encoder_batch_body_matches_the_plain_encoder(default_bundle):
     encoder = Encoder.func_or_class(str(default_bundle), "int8", 1)
-    encoder.reconfigure({"max_batch_size": 4, "batch_wait_timeout_s": 0.01})
+    encoder.reconfigure({"max_batch_size": 4, "batch_wait_timeout_s": 0.01, "ort_parallel_runs": 2})
+    assert encoder.core.options.parallel_runs == 2
     rng = np.random.default_rng(0)
     windows = [rng.normal(size=(80, n)).astype(np.float16) for n in (200, 120, 200)]
     batched = encoder.run_batch(windows)

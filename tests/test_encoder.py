@@ -20,7 +20,8 @@ def test_plan_batches_puts_equal_lengths_together():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"max_batch": 0}, {"max_padding_waste": 1.0}, {"intra_op_threads": -1}]
+    "kwargs",
+    [{"max_batch": 0}, {"max_padding_waste": 1.0}, {"intra_op_threads": -1}, {"parallel_runs": 0}],
 )
 def test_options_validate(kwargs):
     with pytest.raises(ValueError):
@@ -71,3 +72,25 @@ def test_fp32_padded_batch_equals_alone(default_bundle):
         a = encoder.run_padded([w])[0]
         assert np.array_equal(a.argmax(-1), b.argmax(-1))
         assert np.abs(a - b).max() < 1e-3
+
+
+@pytest.mark.slow
+def test_parallel_runs_give_the_same_outputs_in_order(default_bundle):
+    """ORT calls spread over threads: every window's output equals the sequential one, in
+    input order, and changing parallel_runs live swaps the thread pool."""
+    from dataclasses import replace
+
+    from serve_app.bundle import load_bundle
+
+    path = load_bundle(default_bundle).model_path("int8")
+    rng = np.random.default_rng(1)
+    windows = [rng.standard_normal((80, n)).astype(np.float32) * 0.5 for n in (400, 120, 260, 300)]
+    sequential = OnnxEncoder(path, EncoderOptions(intra_op_threads=1)).run(windows)
+    encoder = OnnxEncoder(path, EncoderOptions(intra_op_threads=1, parallel_runs=3))
+    assert encoder.max_batch == 1  # INT8: one window per call, so four calls to spread
+    for runs in (3, 2):
+        encoder.options = replace(encoder.options, parallel_runs=runs)
+        parallel = encoder.run(windows)
+        assert encoder._pool_size == runs
+        for a, b in zip(sequential, parallel, strict=True):
+            np.testing.assert_array_equal(a, b)
