@@ -8,6 +8,7 @@ typo fails the deploy with a message instead of a replica crash loop.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -56,8 +57,30 @@ class AppArgs(BaseModel):
         return value.expanduser().resolve()
 
 
+GRPC_DEFAULT_MAX_MESSAGE = 4 * 2**20  # Serve's replica-to-replica gRPC default
+GRPC_MESSAGE_MARGIN = 2**20  # request metadata and pickling around the upload's bytes
+
+
+def check_grpc_message_limit(max_upload_bytes: int, env: Mapping[str, str] = os.environ) -> None:
+    """With Serve's gRPC data plane (throughput mode), the Ingress hands each upload to the
+    Preprocessor as one gRPC message: fail the deploy if the message cap is below the
+    upload limit, instead of failing every large upload at run time."""
+    throughput = env.get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0") == "1"
+    grpc = env.get("RAY_SERVE_USE_GRPC_BY_DEFAULT", "1" if throughput else "0") == "1"
+    if not grpc:
+        return
+    cap = int(env.get("RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH", GRPC_DEFAULT_MAX_MESSAGE))
+    if max_upload_bytes + GRPC_MESSAGE_MARGIN > cap:
+        raise ValueError(
+            f"max_upload_bytes ({max_upload_bytes}) does not fit Serve's gRPC messages "
+            f"between replicas ({cap} bytes): set RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH "
+            f"in the app's runtime_env to at least {max_upload_bytes + GRPC_MESSAGE_MARGIN}"
+        )
+
+
 def build_app(args: AppArgs | dict | None = None) -> Application:
     args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
+    check_grpc_message_limit(args.max_upload_bytes)
     bundle = load_bundle(args.model_dir)  # fails the deploy early with what is missing
     precision = args.precision or bundle.config.default_precision
     bundle.model_path(precision)  # the requested variant exists

@@ -94,6 +94,29 @@ def test_long_recording_is_windowed_and_stitched_like_in_process(base_url, defau
     assert {k: body[k] for k in TRANSCRIPT_KEYS} == expected
 
 
+def test_upload_above_the_grpc_default_message_size(base_url, default_bundle):
+    """The upload travels Ingress -> Preprocessor over Serve's gRPC data plane, whose default
+    message limit is 4 MiB; serve_config.yaml raises it above max_upload_bytes."""
+    speech = decode_audio((CLIPS / "north_16k.wav").read_bytes())
+    n = 20 * SAMPLE_RATE
+    audio = np.tile(speech, -(-n // len(speech)))[:n]
+    stereo_48k = np.repeat(np.repeat(audio, 3)[:, None], 2, axis=1)  # 48 kHz, 2 channels
+    buffer = io.BytesIO()
+    sf.write(buffer, stereo_48k, 48_000, format="WAV", subtype="FLOAT")
+    data = buffer.getvalue()
+    assert len(data) > 7 * 2**20
+    transcriber = Transcriber(default_bundle, encoder_options=EncoderOptions(max_batch=1))
+    expected = transcriber.transcribe(data).to_dict()
+    response = httpx.post(
+        f"{base_url}/transcribe",
+        files={"file": ("big.wav", data, "audio/wav")},
+        headers=AUTH,
+        timeout=300,
+    )
+    assert response.status_code == 200, response.text
+    assert {k: response.json()[k] for k in TRANSCRIPT_KEYS} == expected
+
+
 def test_raw_audio_body_and_subtitle_format(base_url, reference):
     name = "north_16k.wav"
     response = httpx.post(
