@@ -2,12 +2,14 @@
 
     make serve                                  # in another terminal (or serve run ...)
     .venv/bin/python bench/http_vs_inprocess.py [--concurrency 1,4,16] [--requests 64]
+    .venv/bin/python bench/http_vs_inprocess.py --start --serve-status   # its own serve run
 
 At each concurrency it sends `--requests` transcriptions (the clips in turn) from that many
 threads and reports audio-seconds per wall-second, p50/p99 latency, and for HTTP the encoder
 batch sizes (from the X-Encoder-Batch-Sizes header: one entry per encoded window). With
-`--serve-status` it also samples `serve status` during and after the load, to show the
-per-stage autoscaler adding replicas and removing them again. Results go to
+`--serve-status` it also reads `serve status` after each level and during an idle cool-down,
+to show the per-stage autoscaler adding replicas and removing them again. `--start` runs
+against its own `serve run serve_config.yaml` (bench/stack.py), stopped at the end. Results go to
 bench/results/http_vs_inprocess-<time>.json (git-ignored).
 """
 
@@ -20,7 +22,6 @@ import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -31,9 +32,11 @@ if __package__ in (None, ""):  # run as a script: make `bench.*` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPO, RESULTS, batch_histogram, parse_batch_sizes, run_load
+from bench.stack import ServeStack
 
 DEFAULT_CLIPS = REPO / "tests" / "data" / "clips"
-STATUS_POLL_S = 2.0
+START_TIMEOUT_S = 300.0
+STATUS_POLL_S = 5.0  # cool-down polling of `serve status`
 
 
 def load_clips(clips_dir: Path) -> list[tuple[str, bytes]]:
@@ -88,19 +91,6 @@ def serve_status() -> dict[str, int]:
     }
 
 
-class StatusSampler(threading.Thread):
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.samples: list[tuple[float, dict[str, int]]] = []
-        self.stop = threading.Event()
-        self.t0 = time.monotonic()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            self.samples.append((round(time.monotonic() - self.t0, 1), serve_status()))
-            self.stop.wait(STATUS_POLL_S)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
@@ -113,15 +103,29 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64, help="at least, per level")
     parser.add_argument("--min-seconds", type=float, default=20.0, help="at least, per level")
     parser.add_argument("--threads", type=int, default=0, help="in-process ORT threads (0: all)")
+    parser.add_argument(
+        "--start", action="store_true", help="start `serve run serve_config.yaml` on a free port"
+    )
     parser.add_argument("--serve-status", action="store_true")
     parser.add_argument("--cooldown-s", type=float, default=75.0)
     parser.add_argument("--note", default="", help="free text stored with the results")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    stack = ServeStack(args.model_dir) if args.start else None
+    try:
+        if stack is not None:
+            stack.start()
+            stack.wait_healthy(START_TIMEOUT_S)
+            args.url = stack.url
+        measure(args, api_key=None if stack else os.environ.get("ASR_API_KEY"))
+    finally:
+        if stack is not None:
+            stack.stop()
 
+
+def measure(args: argparse.Namespace, api_key: str | None) -> None:
     clips = load_clips(args.clips)
     levels = [int(c) for c in args.concurrency.split(",")]
-    api_key = os.environ.get("ASR_API_KEY")
     results: dict = {
         "clips": [name for name, _ in clips],
         "min_requests_per_level": args.requests,
@@ -147,9 +151,12 @@ def main() -> None:
     with httpx.Client(limits=httpx.Limits(max_connections=max(levels) + 4)) as client:
         call = http_caller(args.url.rstrip("/"), api_key, client)
         run_load(call, clips, 1, len(clips))  # warm-up
-        sampler = StatusSampler() if args.serve_status else None
-        if sampler:
-            sampler.start()
+        # `serve status` is a Python CLI that imports Ray (~1 s of CPU): polling it during a
+        # level would steal CPU from the service it measures. So: once after each level
+        # (the replicas the autoscaler added under that load), then every few seconds of
+        # the idle cool-down (the replicas it removes).
+        status: list[dict] = []
+        t0 = time.monotonic()
         for c in levels:
             row, outcomes = run_load(call, clips, c, args.requests, args.min_seconds)
             extras = [o.extra for o in outcomes]
@@ -163,19 +170,21 @@ def main() -> None:
                 f"ok {row['ok']}/{row['requests']}  client CPU {row['caller_cpu_s']:.1f} s  "
                 f"batches {row['encoder_batches']['batches']}"
             )
-        if sampler:
-            load_end = round(time.monotonic() - sampler.t0, 1)
-            deadline = time.monotonic() + args.cooldown_s
-            while time.monotonic() < deadline:
+            if args.serve_status:
+                status.append({"after": f"c={c}", "replicas": serve_status()})
+                print(f"  serve status after c={c}: {status[-1]['replicas']}")
+        if args.serve_status:
+            load_end = time.monotonic()
+            while time.monotonic() - load_end < args.cooldown_s:
                 time.sleep(STATUS_POLL_S)
-            sampler.stop.set()
-            sampler.join()
-            results["serve_status"] = {"load_ended_at_s": load_end, "samples": sampler.samples}
-            peak = collections.Counter()
-            for _, sample in sampler.samples:
-                for name, n in sample.items():
+                idle_s = round(time.monotonic() - load_end)
+                status.append({"after": f"{idle_s} s idle", "replicas": serve_status()})
+            results["serve_status"] = {"load_s": round(load_end - t0, 1), "samples": status}
+            peak: collections.Counter[str] = collections.Counter()
+            for sample in status:
+                for name, n in sample["replicas"].items():
                     peak[name] = max(peak[name], n)
-            final = sampler.samples[-1][1] if sampler.samples else {}
+            final = status[-1]["replicas"] if status else {}
             print(f"replicas peak {dict(peak)}; {args.cooldown_s:.0f} s after: {final}")
 
     results["http_vs_in_process"] = {
