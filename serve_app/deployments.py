@@ -46,7 +46,7 @@ DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.02  # 20 ms: small next to a window's encode ti
 # batches measured no faster here anyway; fp32 models are exactly batch-invariant.
 DEFAULT_ORT_MAX_BATCH = 1
 DEFAULT_ORT_PARALLEL_RUNS = 1
-MAX_CONCURRENT_BATCHES = 4  # fixed by @serve.batch; ort_parallel_runs above it adds nothing
+MAX_CONCURRENT_BATCHES = 4  # @serve.batch calls in progress per replica (fixed at import)
 STAGE_ERRORS = (ActorDiedError, ActorUnavailableError, RayActorError)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,7 +121,7 @@ class OnnxEncoder:
         groups = plan_batches(lengths, self.max_batch, self.options.max_padding_waste)
         inputs = [[features[i] for i in group] for group in groups]
         if self.options.parallel_runs > 1:  # also for one group: the pool bounds all callers
-            outputs = list(self._executor().map(self.run_padded, inputs))
+            outputs = [future.result() for future in self._submit(inputs)]
         else:
             outputs = [self.run_padded(batch) for batch in inputs]
         for group, outs in zip(groups, outputs, strict=True):
@@ -129,16 +129,18 @@ class OnnxEncoder:
                 results[i] = out
         return results  # type: ignore[return-value]
 
-    def _executor(self) -> ThreadPoolExecutor:
-        """The thread pool for parallel ORT calls, rebuilt when parallel_runs changes."""
+    def _submit(self, inputs: list[list[np.ndarray]]) -> list[Future]:
+        """Queue one ORT call per group on the shared pool, rebuilt when parallel_runs
+        changes. Submitting under the lock keeps a concurrent rebuild from shutting the
+        pool down between choosing it and queueing on it."""
         with self._pool_lock:
             wanted = self.options.parallel_runs
             if self._pool is None or self._pool_size != wanted:
                 old, self._pool = self._pool, ThreadPoolExecutor(wanted, "ort-run")
                 self._pool_size = wanted
                 if old is not None:
-                    old.shutdown(wait=False)  # running calls finish; the threads then exit
-            return self._pool
+                    old.shutdown(wait=False)  # queued and running calls finish, then it exits
+            return [self._pool.submit(self.run_padded, batch) for batch in inputs]
 
     def run_padded(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One ORT call over all `features`, zero-padded to the longest."""
