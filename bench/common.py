@@ -6,6 +6,7 @@ Kept free of Ray and of the model so the unit tests can import it cheaply.
 from __future__ import annotations
 
 import collections
+import json
 import math
 import os
 import platform
@@ -268,3 +269,13 @@ class CpuMeter:
             "ours": round(min(1.0, ours / capacity), 3),
             "others": round(min(1.0, max(0.0, busy - ours) / capacity), 3),
         }
+
+
+def write_results(results: dict[str, Any], prefix: str, out: Path | None, **dump: Any) -> Path:
+    """Write a script's results as JSON to `out`, or bench/results/<prefix>-<time>.json, and
+    say where. `dump` goes to json.dumps (e.g. default=str, ensure_ascii=False)."""
+    out = out or RESULTS / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, **dump) + "\n")
+    print(f"wrote {out}")
+    return out

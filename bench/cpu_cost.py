@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import resource
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -31,7 +29,7 @@ import psutil
 if __package__ in (None, ""):  # run as a script: make `bench.*` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import RESULTS, machine_info, run_load, uptime_line
+from bench.common import machine_info, run_load, uptime_line, write_results
 from bench.http_vs_inprocess import DEFAULT_CLIPS, http_caller, in_process_caller, load_clips
 from bench.stack import SERVE_CONFIG, ServeStack, process_label
 
@@ -151,10 +149,7 @@ def main() -> None:
         f"in-process / HTTP CPU cost (the throughput-ratio ceiling): "
         f"{results['efficiency_ratio']}; {results['load_at_end']}"
     )
-    out = args.out or RESULTS / f"cpu_cost-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(results, "cpu_cost", args.out)
 
 
 if __name__ == "__main__":

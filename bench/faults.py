@@ -42,7 +42,7 @@ import httpx
 if __package__ in (None, ""):  # run as a script: make `bench.*` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import RESULTS, machine_info, uptime_line
+from bench.common import machine_info, uptime_line, write_results
 from bench.load import SPEECH_CLIPS, Client, Record, load_clips, summarize
 from bench.stack import ServeStack
 
@@ -365,10 +365,7 @@ def main() -> None:
         if stack:
             results["stop"] = stack.stop()
     results["uptime_end"] = uptime_line()
-    out = args.out or RESULTS / f"faults-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(f"wrote {out}")
+    write_results(results, "faults", args.out, default=str)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,13 @@ import yaml
 if __package__ in (None, ""):  # run as a script: make `bench.*` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO, RESULTS, batch_histogram, parse_batch_sizes, run_load
+from bench.common import (
+    REPO,
+    batch_histogram,
+    parse_batch_sizes,
+    run_load,
+    write_results,
+)
 from bench.stack import ServeStack
 
 DEFAULT_CLIPS = REPO / "tests" / "data" / "clips"
@@ -192,10 +198,7 @@ def measure(args: argparse.Namespace, api_key: str | None) -> None:
         for h, i in zip(results["http"], results["in_process"], strict=True)
     }
     print("HTTP / in-process throughput:", results["http_vs_in_process"])
-    out = args.out or RESULTS / f"http_vs_inprocess-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(results, "http_vs_inprocess", args.out)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ import psutil
 if __package__ in (None, ""):  # run as a script: make `bench.*` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import RESULTS, latency_summary, machine_info, uptime_line
+from bench.common import latency_summary, machine_info, uptime_line, write_results
 from bench.stack import MemorySample, ServeStack, memory_summary, snapshot
 
 REPO = Path(__file__).resolve().parent.parent
@@ -394,10 +394,7 @@ def main() -> None:
     results["uptime_end"] = uptime_line()
     print(json.dumps(results["verdicts"], indent=2))
     print("memory:", json.dumps(results["memory"].get("growth_verdict")))
-    out = args.out or RESULTS / f"load-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(results, "load", args.out)
 
 
 if __name__ == "__main__":

@@ -41,13 +41,13 @@ if __package__ in (None, ""):  # run as a script: make `bench.*` importable
 from bench.clips import DEFAULT_COUNTS, Clip, build_clips
 from bench.common import (
     REPO,
-    RESULTS,
     CpuMeter,
     Outcome,
     batch_histogram,
     machine_info,
     run_load,
     uptime_line,
+    write_results,
 )
 
 PATHS = ("onnx", "in_process", "faster_whisper", "http")
@@ -544,10 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = json.loads(args.report_only.read_text())
     else:
         results = run_suite(args)
-        out = args.out or RESULTS / f"suite-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-        print(f"wrote {out}")
+        write_results(results, "suite", args.out, ensure_ascii=False)
     args.report_dir.mkdir(parents=True, exist_ok=True)
     data = args.report_dir / "suite.json"
     if args.report_only is None or args.report_only.resolve() != data.resolve():

@@ -5,6 +5,7 @@ generated BENCHMARKS.md and plots. No timing assertions: speed is bench/'s busin
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -419,3 +420,13 @@ def test_faster_whisper_runs_on_the_wheels_weights() -> None:
     text = engine.transcribe((REPO / "tests" / "data" / "clips" / "north_16k.wav").read_bytes())
     assert text.strip()
     assert any(ord(ch) > 0x7F for ch in text)  # Vietnamese letters with diacritics
+
+
+def test_write_results_names_a_timestamped_file_or_uses_out(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    written = common.write_results({"ratio": 0.87, "clip": "tiếng"}, "probe", None)
+    assert written.parent == tmp_path / "results" and written.name.startswith("probe-")
+    assert json.loads(written.read_text()) == {"ratio": 0.87, "clip": "tiếng"}
+    chosen = tmp_path / "deep" / "x.json"
+    assert common.write_results({"p": Path("a")}, "probe", chosen, default=str) == chosen
+    assert json.loads(chosen.read_text()) == {"p": "a"}
