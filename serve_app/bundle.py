@@ -5,6 +5,8 @@ model.onnx        encoder + CTC head, log-probs out, dynamic batch and time axes
 model.int8.onnx   optional INT8 variant
 vocab.json        character list (vocab kind "chars"), or
 tokenizer.json    a Hugging Face tokenizer (vocab kind "bpe", Whisper's byte-level BPE)
+lexicon.txt       optional: the words beam search may spell (`vi-asr build-lm`)
+lm.arpa           optional: the n-gram language model over those words
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serve_app.decoding import DecoderSettings
 from serve_app.errors import BundleError
 from serve_app.tokenizer import BpeVocabulary, CharVocabulary, Vocabulary
 
@@ -39,6 +42,9 @@ class BundleConfig:
     default_precision: str = "int8"
     architecture: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    # {"settings": DecoderSettings as a dict, "lm": {"lexicon": file, "lm": file, sources...}};
+    # empty: greedy decoding (serve_app/decoding.py)
+    decoder: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -55,6 +61,23 @@ class BundleConfig:
             raise BundleError(f"models must map some of {PRECISIONS} to files, got {self.models}")
         if self.default_precision not in self.models:
             raise BundleError(f"default_precision {self.default_precision!r} has no model file")
+        try:
+            settings = self.decoder_settings
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"invalid decoder settings in {CONFIG_FILE}: {exc}") from exc
+        if settings.kind == "beam" and not self.lm_files:
+            raise BundleError("decoder kind 'beam' needs decoder.lm (run `vi-asr build-lm`)")
+
+    @property
+    def decoder_settings(self) -> DecoderSettings:
+        """The bundle's default decoding; greedy when it has no settings."""
+        return DecoderSettings.from_dict(self.decoder.get("settings") or {})
+
+    @property
+    def lm_files(self) -> tuple[str, str] | None:
+        """(lexicon, ARPA LM) file names inside the bundle, or None without an LM."""
+        lm = self.decoder.get("lm")
+        return (lm["lexicon"], lm["lm"]) if lm else None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BundleConfig:
@@ -73,6 +96,7 @@ class BundleConfig:
                 default_precision=d.get("default_precision", next(iter(d["models"]))),
                 architecture=d.get("architecture", {}),
                 provenance=d.get("provenance", {}),
+                decoder=d.get("decoder", {}),
                 format_version=int(d.get("format_version", FORMAT_VERSION)),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -93,6 +117,7 @@ class BundleConfig:
             "models": self.models,
             "default_precision": self.default_precision,
             "provenance": self.provenance,
+            **({"decoder": self.decoder} if self.decoder else {}),
         }
 
 
@@ -131,9 +156,8 @@ def load_bundle(path: Path | str) -> Bundle:
     except json.JSONDecodeError as exc:
         raise BundleError(f"{config_path} is not valid JSON: {exc}") from exc
     config = BundleConfig.from_dict(raw)
-    missing = [
-        name for name in (config.vocab_file, *config.models.values()) if not (path / name).is_file()
-    ]
+    files = (config.vocab_file, *config.models.values(), *(config.lm_files or ()))
+    missing = [name for name in files if not (path / name).is_file()]
     if missing:
         raise BundleError(f"bundle {path} is missing {', '.join(missing)}")
     return Bundle(path=path, config=config)

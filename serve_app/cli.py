@@ -1,4 +1,4 @@
-"""`vi-asr`: build the model, train its head, transcribe, evaluate, convert checkpoints.
+"""`vi-asr`: build the model and its LM, train its head, transcribe, evaluate, convert.
 
 Model building imports torch; transcribing and evaluating never do.
 """
@@ -22,10 +22,22 @@ def _cmd_build_model(args: argparse.Namespace) -> int:
         print(f"bundle already at {args.out} (use --force to rebuild)")
         return 0
     t0 = time.time()
-    out = build_default_bundle(args.out, quant_recipe=args.quant_recipe, with_int8=not args.no_int8)
+    out = build_default_bundle(
+        args.out,
+        quant_recipe=args.quant_recipe,
+        with_int8=not args.no_int8,
+        with_lm=not args.no_lm,
+    )
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"built {out} in {time.time() - t0:.1f} s ({size:.1f} MiB)")
     return 0
+
+
+def _cmd_build_lm(args: argparse.Namespace) -> int:
+    from serve_app.modelbuild import lm
+
+    argv = ["--model", str(args.model), "--text", *map(str, args.text)]
+    return lm.main([*argv, "--only-text"] if args.only_text else argv)
 
 
 def _cmd_train_head(args: argparse.Namespace) -> int:
@@ -63,9 +75,25 @@ def _cmd_train_head(args: argparse.Namespace) -> int:
 
 
 def _transcriber(args: argparse.Namespace):
+    from serve_app.bundle import load_bundle
     from serve_app.transcriber import Transcriber
 
-    return Transcriber(args.model, precision=args.precision)
+    bundle = load_bundle(args.model)
+    overrides = {
+        key: value
+        for key, value in (
+            ("kind", args.decoder),
+            ("beam_width", args.beam_width),
+            ("lm_weight", args.lm_weight),
+            ("word_score", args.word_score),
+        )
+        if value is not None
+    }
+    try:
+        settings = bundle.config.decoder_settings.replace(**overrides)
+        return Transcriber(bundle, precision=args.precision, decoder_settings=settings)
+    except ValueError as exc:
+        raise SystemExit(f"vi-asr: {exc}") from None
 
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
@@ -124,7 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true")
     b.add_argument("--no-int8", action="store_true")
     b.add_argument("--quant-recipe", default="matmul-per-channel-keep-fc2")
+    b.add_argument("--no-lm", action="store_true", help="no lexicon/LM: greedy decoding")
     b.set_defaults(func=_cmd_build_model)
+
+    lm = sub.add_parser("build-lm", help="build the lexicon + n-gram LM into a bundle")
+    lm.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
+    lm.add_argument("--text", type=Path, nargs="*", default=[], help="running text, 1/line")
+    lm.add_argument("--only-text", action="store_true", help="only --text, no built-in sources")
+    lm.set_defaults(func=_cmd_build_lm)
 
     t = sub.add_parser("train-head", help="synthesise the corpus and retrain the CTC head")
     t.add_argument("--corpus", type=Path, default=Path("data/corpus"))
@@ -144,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_)
         s.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
         s.add_argument("--precision", choices=["fp32", "int8"], default=None)
+        s.add_argument("--decoder", choices=["greedy", "beam"], default=None)
+        s.add_argument("--beam-width", type=int, default=None)
+        s.add_argument("--lm-weight", type=float, default=None)
+        s.add_argument("--word-score", type=float, default=None)
         s.set_defaults(func=func)
     tr = sub.choices["transcribe"]
     tr.add_argument("files", nargs="+", type=Path)

@@ -159,19 +159,31 @@ class Encoder:
         return "ok"
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=16)
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=16, user_config={}
+)
 class Decoder:
-    """Greedy CTC, word timestamps, stitching of windows."""
+    """CTC decoding (greedy, or beam search with the bundle's lexicon + LM), word times,
+    stitching of windows. `user_config` overrides the bundle's decoder settings live."""
 
     def __init__(self, bundle_dir: str) -> None:
         from serve_app.transcriber import Decoder as CoreDecoder
 
-        bundle = load_bundle(bundle_dir)
-        self.core = CoreDecoder(bundle.vocabulary(), bundle.config.language)
-        # Compile the numba kernels now rather than on the first request.
-        vocab_size = self.core.vocab.size
-        self.core.decode_window(np.zeros((4, vocab_size), np.float32), 0.0, 0.08)
+        self.bundle = load_bundle(bundle_dir)
+        self.core = CoreDecoder.from_bundle(self.bundle)
+        self._warm_up()
         telemetry.configure_tracing()
+
+    def _warm_up(self) -> None:
+        # Compile the numba kernels (and touch the beam decoder) now, not on a request.
+        self.core.decode_window(np.zeros((4, self.core.vocab.size), np.float32), 0.0, 0.08)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Keys of `DecoderSettings` (kind, beam_width, lm_weight, ...) over the bundle's
+        own; a ValueError fails the deploy with its message and keeps the old settings."""
+        settings = self.bundle.config.decoder_settings.replace(**(user_config or {}))
+        self.core.reconfigure(settings)
+        self._warm_up()
 
     def __call__(
         self,
@@ -181,6 +193,9 @@ class Decoder:
     ) -> Transcript:
         with telemetry.replica_span("decoder", trace):
             return self.core(prepared, log_probs)
+
+    def settings(self) -> dict[str, Any]:
+        return self.core.settings.to_dict()
 
     def ping(self) -> str:
         return "ok"

@@ -2,7 +2,7 @@
 
     Preprocessor  decode -> 16 kHz mono -> <=30 s windows -> log-mel (float16 to ship)
     OnnxEncoder   batched windows -> CTC log-probs
-    Decoder       greedy CTC -> words with times -> stitched transcript
+    Decoder       greedy CTC or lexicon + LM beam search -> words with times -> transcript
 
 Each stage is a plain class so the Ray deployments wrap them thinly and tests call them
 directly; `Transcriber` chains them for the CLI and as the in-process reference.
@@ -18,11 +18,12 @@ import numpy as np
 
 from serve_app.audio import SAMPLE_RATE, AudioLimits, decode_audio
 from serve_app.bundle import Bundle, BundleConfig, load_bundle
-from serve_app.ctc import Word, greedy_decode, spans_to_words
+from serve_app.ctc import Word, frames_to_seconds, greedy_decode, spans_to_words
+from serve_app.decoding import BeamSearchDecoder, DecoderSettings
 from serve_app.encoder import EncoderOptions, OnnxEncoder
 from serve_app.features import log_mel_spectrogram
 from serve_app.formats import Transcript, words_to_segments
-from serve_app.tokenizer import Vocabulary
+from serve_app.tokenizer import CharVocabulary, Vocabulary
 from serve_app.windows import split_windows
 
 MAX_WINDOW_S = 30.0  # Whisper's positional table covers 30 s
@@ -72,15 +73,68 @@ class Preprocessor:
 
 
 class Decoder:
-    def __init__(self, vocab: Vocabulary, language: str = "vi") -> None:
+    """Log-probs of each window -> words with times -> one transcript.
+
+    `settings.kind` picks greedy CTC or beam search; beam search needs the bundle's lexicon
+    and LM (`lm_files`) and a character vocabulary. The beam decoder (KenLM + trie, ~0.1 s
+    to load) is built the first time it is needed and kept while only weights change.
+    """
+
+    def __init__(
+        self,
+        vocab: Vocabulary,
+        language: str = "vi",
+        settings: DecoderSettings | None = None,
+        lm_files: tuple[Path, Path] | None = None,
+    ) -> None:
         self.vocab = vocab
         self.language = language
+        self.lm_files = lm_files
+        self._beam: BeamSearchDecoder | None = None
+        self.settings = DecoderSettings()
+        self.reconfigure(settings or DecoderSettings())
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, settings: DecoderSettings | None = None) -> Decoder:
+        names = bundle.config.lm_files
+        lm_files = (bundle.path / names[0], bundle.path / names[1]) if names else None
+        return cls(
+            bundle.vocabulary(),
+            bundle.config.language,
+            settings or bundle.config.decoder_settings,
+            lm_files,
+        )
+
+    def reconfigure(self, settings: DecoderSettings) -> None:
+        """Switch decoding; ValueError (and no change) when the bundle cannot do it."""
+        if settings.kind == "beam":
+            if self.lm_files is None:
+                raise ValueError(
+                    "beam decoding needs a lexicon and LM in the bundle: run `vi-asr build-lm`"
+                )
+            if not isinstance(self.vocab, CharVocabulary):
+                raise ValueError("beam decoding needs a character vocabulary (not BPE)")
+            if self._beam is None:
+                self._beam = BeamSearchDecoder(self.vocab, *self.lm_files, settings)
+            else:
+                self._beam.reconfigure(settings)
+        self.settings = settings
 
     def decode_window(
         self, log_probs: np.ndarray, offset_s: float, duration_s: float
     ) -> list[Word]:
-        tokens, starts, ends = greedy_decode(log_probs, self.vocab.blank_id)
-        words = spans_to_words(tokens, starts, ends, self.vocab, time_offset_s=offset_s)
+        if self.settings.kind == "beam" and self._beam is not None:
+            words = [
+                Word(
+                    span.word,
+                    frames_to_seconds(span.start_frame, offset_s),
+                    frames_to_seconds(span.end_frame, offset_s),
+                )
+                for span in self._beam.decode(log_probs)
+            ]
+        else:
+            tokens, starts, ends = greedy_decode(log_probs, self.vocab.blank_id)
+            words = spans_to_words(tokens, starts, ends, self.vocab, time_offset_s=offset_s)
         # 30 s padded models can place a token in the padding; keep times inside the window.
         limit = round(offset_s + duration_s, 3)
         return [Word(w.word, min(w.start, limit), min(w.end, limit)) for w in words]
@@ -112,12 +166,13 @@ class Transcriber:
         precision: str | None = None,
         encoder_options: EncoderOptions | None = None,
         limits: AudioLimits | None = None,
+        decoder_settings: DecoderSettings | None = None,
     ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.precision = precision or self.bundle.config.default_precision
         self.preprocessor = Preprocessor(self.bundle.config, limits)
         self.encoder = OnnxEncoder(self.bundle.model_path(self.precision), encoder_options)
-        self.decoder = Decoder(self.bundle.vocabulary(), self.bundle.config.language)
+        self.decoder = Decoder.from_bundle(self.bundle, decoder_settings)
 
     def transcribe(self, data: bytes) -> Transcript:
         return self.transcribe_prepared([self.preprocessor(data)])[0]

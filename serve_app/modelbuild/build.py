@@ -13,6 +13,7 @@ import torch
 
 from serve_app.bundle import BundleConfig, write_config
 from serve_app.modelbuild.export import RECIPES, export_onnx, quantize_int8
+from serve_app.modelbuild.lm import build_lm, default_counts
 from serve_app.modelbuild.model import EncoderCTC
 from serve_app.modelbuild.train import HeadConfig
 from serve_app.modelbuild.weights import SOURCE_NAME, load_whisper_base_encoder
@@ -44,8 +45,10 @@ def build_default_bundle(
     head_dir: Path = HEAD_DIR,
     quant_recipe: str = DEFAULT_QUANT_RECIPE,
     with_int8: bool = True,
+    with_lm: bool = True,
 ) -> Path:
-    """Write a complete bundle to `out` (replaced atomically when it already exists)."""
+    """Write a complete bundle to `out` (replaced atomically when it already exists); with
+    `with_lm`, the lexicon and LM from the offline sources (serve_app/modelbuild/lm.py)."""
     t0 = time.time()
     head, head_spec = load_head(head_dir)
     manifest = json.loads((head_dir / "manifest.json").read_text())
@@ -92,6 +95,8 @@ def build_default_bundle(
             },
         )
         write_config(stage, config)
+        if with_lm:
+            build_lm(stage, default_counts())
         if out.exists():
             shutil.rmtree(out)
         stage.rename(out)

@@ -1,9 +1,13 @@
 """CER/WER of a bundle on the corpus's held-out test split, per condition and dialect.
 
-    python -m serve_app.modelbuild.heldout --corpus data/corpus --model models/default
+    python -m serve_app.modelbuild.heldout --corpus data/corpus --model models/default \
+        --decoder greedy beam
 
-Writes `test_<condition>.jsonl` manifests next to the corpus (usable with `vi-asr eval`)
-and a JSON report. Test sentences never occur in training (sentence-level split).
+Each recording is encoded once per precision and decoded with every `--decoder` (greedy,
+and beam with the bundle's tuned settings). Writes `test_<condition>.jsonl` manifests next
+to the corpus (usable with `vi-asr eval`) and a JSON report. Test sentences never occur in
+training (sentence-level split); decoder settings are tuned on the dev split
+(`python -m serve_app.modelbuild.tune_decoder`), never here.
 """
 
 from __future__ import annotations
@@ -12,10 +16,15 @@ import argparse
 import json
 import time
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from serve_app.decoding import DecoderSettings
 from serve_app.evaluation import evaluate, normalize_text
-from serve_app.transcriber import Transcriber
+from serve_app.transcriber import Decoder, Prepared, Transcriber
 
 BATCH = 32  # recordings encoded together; results do not depend on it
 
@@ -54,9 +63,13 @@ def fold_homophones(text: str) -> str:
     return " ".join(_fold_syllable(s) for s in normalize_text(text).split())
 
 
-def test_rows(corpus: Path) -> list[dict]:
+def split_rows(corpus: Path, split: str = "test") -> list[dict]:
     rows = [json.loads(x) for x in (corpus / "manifest.jsonl").read_text().splitlines() if x]
-    return [r for r in rows if r["split"] == "test"]
+    return [r for r in rows if r["split"] == split]
+
+
+def test_rows(corpus: Path) -> list[dict]:
+    return split_rows(corpus, "test")
 
 
 def write_condition_manifests(corpus: Path) -> dict[str, Path]:
@@ -72,22 +85,62 @@ def write_condition_manifests(corpus: Path) -> dict[str, Path]:
     return paths
 
 
-def score_bundle(corpus: Path, model: Path, precision: str) -> dict:
-    transcriber = Transcriber(model, precision=precision)
-    rows = test_rows(corpus)
-    hyps: list[str] = []
-    t0 = time.time()
+@dataclass(frozen=True)
+class Encoded:
+    """Rows of a split after the preprocessor and encoder: decode them as often as needed."""
+
+    rows: list[dict]
+    prepared: list[Prepared]
+    log_probs: list[list[np.ndarray | None]]
+    encode_seconds: float
+
+    @property
+    def audio_seconds(self) -> float:
+        return sum(p.duration_s for p in self.prepared)
+
+
+def encode_rows(transcriber: Transcriber, corpus: Path, rows: list[dict]) -> Encoded:
+    prepared: list[Prepared] = []
+    log_probs: list[list[np.ndarray | None]] = []
+    seconds = 0.0
     for b in range(0, len(rows), BATCH):
-        datas = [(corpus / r["audio"]).read_bytes() for r in rows[b : b + BATCH]]
-        hyps += [t.text for t in transcriber.transcribe_many(datas)]
-    seconds = time.time() - t0
+        batch = [
+            transcriber.preprocessor((corpus / r["audio"]).read_bytes()) for r in rows[b:][:BATCH]
+        ]
+        jobs = [
+            (i, j)
+            for i, p in enumerate(batch)
+            for j, w in enumerate(p.windows)
+            if w.features is not None
+        ]
+        t0 = time.perf_counter()
+        outputs = (
+            transcriber.encoder.run([batch[i].windows[j].features for i, j in jobs]) if jobs else []
+        )
+        seconds += time.perf_counter() - t0
+        per_rec: list[list[np.ndarray | None]] = [[None] * len(p.windows) for p in batch]
+        for (i, j), out in zip(jobs, outputs, strict=True):
+            per_rec[i][j] = out
+        prepared += batch
+        log_probs += per_rec
+    return Encoded(rows, prepared, log_probs, seconds)
+
+
+def decode_encoded(decoder: Decoder, encoded: Encoded) -> tuple[list[str], float]:
+    """Hypotheses and the decoding CPU seconds (process time, one thread)."""
+    t0 = time.process_time()
+    hyps = [decoder(p, lp).text for p, lp in zip(encoded.prepared, encoded.log_probs, strict=True)]
+    return hyps, time.process_time() - t0
+
+
+def score(rows: Sequence[dict], hyps: Sequence[str]) -> dict:
     groups: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
         groups[f"condition={r['condition']}"].append(i)
         if r["condition"] == "clean":
             groups[f"clean,dialect={r['dialect']}"].append(i)
     groups["all"] = list(range(len(rows)))
-    report: dict = {"model": str(model), "precision": precision, "n": len(rows)}
+    report: dict = {}
     for name, idxs in sorted(groups.items()):
         result = evaluate([rows[i]["text"] for i in idxs], [hyps[i] for i in idxs])
         folded = evaluate(
@@ -101,14 +154,56 @@ def score_bundle(corpus: Path, model: Path, precision: str) -> dict:
             "wer_homophones_folded": round(folded.wer, 4),
             "n": len(idxs),
         }
-    audio_s = sum(r["duration"] for r in rows)
-    report["seconds"] = round(seconds, 1)
-    report["x_real_time"] = round(audio_s / seconds, 1)
-    report["examples"] = [
-        {"ref": rows[i]["text"], "hyp": hyps[i], "condition": rows[i]["condition"]}
-        for i in range(0, len(rows), max(1, len(rows) // 12))
-    ]
     return report
+
+
+def decoder_variants(transcriber: Transcriber, names: Sequence[str]) -> dict[str, DecoderSettings]:
+    """ "greedy", and "beam" = the bundle's own beam settings (greedy if it has no LM)."""
+    bundle_settings = transcriber.bundle.config.decoder_settings
+    out = {}
+    for name in names:
+        if name == "greedy":
+            out[name] = bundle_settings.replace(kind="greedy")
+        elif name == "beam":
+            out[name] = bundle_settings.replace(kind="beam")
+        else:
+            raise ValueError(f"unknown decoder {name!r}: use greedy or beam")
+    return out
+
+
+def score_bundle(
+    corpus: Path,
+    model: Path,
+    precision: str,
+    decoders: Sequence[str] = ("greedy",),
+    split: str = "test",
+) -> list[dict]:
+    transcriber = Transcriber(model, precision=precision)
+    encoded = encode_rows(transcriber, corpus, split_rows(corpus, split))
+    reports = []
+    for name, settings in decoder_variants(transcriber, decoders).items():
+        transcriber.decoder.reconfigure(settings)
+        hyps, decode_s = decode_encoded(transcriber.decoder, encoded)
+        rows = encoded.rows
+        report: dict = {
+            "model": str(model),
+            "precision": precision,
+            "split": split,
+            "decoder": name,
+            "decoder_settings": settings.to_dict(),
+            "n": len(rows),
+            **score(rows, hyps),
+            "encode_ms_per_audio_s": round(
+                1000 * encoded.encode_seconds / encoded.audio_seconds, 2
+            ),
+            "decode_cpu_ms_per_audio_s": round(1000 * decode_s / encoded.audio_seconds, 3),
+        }
+        report["examples"] = [
+            {"ref": rows[i]["text"], "hyp": hyps[i], "condition": rows[i]["condition"]}
+            for i in range(0, len(rows), max(1, len(rows) // 12))
+        ]
+        reports.append(report)
+    return reports
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     p.add_argument("--model", type=Path, nargs="+", default=[Path("models/default")])
     p.add_argument("--precision", nargs="+", default=["fp32", "int8"])
+    p.add_argument("--decoder", nargs="+", default=["greedy", "beam"], choices=["greedy", "beam"])
     p.add_argument("--out", type=Path, default=Path("data/heldout_results.json"))
     p.add_argument(
         "--update-manifest",
@@ -128,10 +224,10 @@ def main(argv: list[str] | None = None) -> None:
     reports = []
     for model in args.model:
         for precision in args.precision:
-            report = score_bundle(args.corpus, model, precision)
-            reports.append(report)
-            summary = {k: v for k, v in report.items() if k != "examples"}
-            print(json.dumps(summary, ensure_ascii=False), flush=True)
+            for report in score_bundle(args.corpus, model, precision, args.decoder):
+                reports.append(report)
+                summary = {k: v for k, v in report.items() if k != "examples"}
+                print(json.dumps(summary, ensure_ascii=False), flush=True)
     args.out.write_text(json.dumps(reports, indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {args.out}")
     if args.update_manifest:
@@ -143,7 +239,7 @@ def record_in_manifest(manifest_path: Path, reports: list[dict]) -> None:
     manifest = json.loads(manifest_path.read_text())
     measured = manifest.setdefault("measured", {})
     for report in reports:
-        measured[report["precision"]] = {
+        measured[f"{report['precision']}_{report['decoder']}"] = {
             "command": "python -m serve_app.modelbuild.heldout",
             **{k: v for k, v in report.items() if k not in ("examples", "model")},
         }

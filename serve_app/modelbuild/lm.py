@@ -1,0 +1,350 @@
+"""A Vietnamese syllable lexicon and bigram language model for the beam-search decoder.
+
+    vi-asr build-lm --model models/default        # lexicon.txt + lm.arpa into the bundle
+
+Vietnamese writes one syllable per space-separated word, and the CTC head spells syllables,
+so the decoder's "words" are syllables: the lexicon is every well-formed syllable, and the
+language model is an n-gram over syllables. Sources, all from what pip/apt install offline
+(each recorded with its licence in the bundle's config.json, `decoder.lm.sources`):
+
+* wordfreq's Vietnamese frequencies -> unigram counts of real usage;
+* the word lists inside the underthesea and pyvi wheels -> bigrams *within* multi-syllable
+  words ("học sinh", "việt nam"), i.e. which syllable tends to follow which;
+* Debian's hunspell-vi list and every syllable composable from text.py's inventory ->
+  a floor count, so that every valid syllable is in the lexicon and the LM;
+* optional running text (`--text FILE`, one sentence per line) -> unigrams and bigrams with
+  sentence boundaries. The test suite builds a tiny LM from a few sentences this way.
+
+The estimator is interpolated Witten-Bell (exact, written as an ARPA backoff model):
+    p(w | h) = (c(h, w) + T(h) p1(w)) / (c(h) + T(h))   where T(h) = distinct followers of h,
+    p1(w) = c(w) / N over the pseudo-counts above. KenLM's `lmplz` is not on PyPI, so the
+    ARPA file is written here; KenLM (inside flashlight-text) reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import itertools
+import json
+import math
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from serve_app.bundle import load_bundle, write_config
+from serve_app.decoding import (
+    BOS,
+    EOS,
+    LEXICON_FILE,
+    LM_FILE,
+    UNK,
+    DecoderSettings,
+    read_lexicon,
+)
+from serve_app.modelbuild import text as textgen
+from serve_app.tokenizer import CharVocabulary
+
+WORDFREQ_TOKENS = 1e6  # wordfreq frequencies become pseudo-counts out of a million tokens
+LIST_SYLLABLE_COUNT = 0.5  # unigram pseudo-count per syllable occurrence in a word list
+LIST_PAIR_COUNT = 0.5  # bigram pseudo-count per within-word pair: with Witten-Bell this
+# gives the word lists' continuations ~1/3 of the mass after a syllable (k / (k + 1))
+FLOOR_COUNT = 0.3  # every valid syllable: composed, hunspell, or seen anywhere
+MEAN_SENTENCE_SYLLABLES = 12  # sets p(</s>) when no running text gives sentence ends
+UNK_COUNT = 0.1
+HUNSPELL_DIC = Path("/usr/share/hunspell/vi_VN.dic")
+ARPA_DECIMALS = 6
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    licence: str
+    detail: str
+
+
+@dataclass
+class Counts:
+    """Pseudo-counts from every source, before estimation."""
+
+    unigrams: Counter[str] = field(default_factory=Counter)
+    bigrams: Counter[tuple[str, str]] = field(default_factory=Counter)
+    sources: list[Source] = field(default_factory=list)
+    sentence_ends: float = 0.0
+
+    def add_sentences(self, sentences: Iterable[Sequence[str]], source: Source) -> None:
+        """Running text: unigrams and bigrams with <s> and </s>."""
+        for words in sentences:
+            if not words:
+                continue
+            padded = [BOS, *words, EOS]
+            self.unigrams.update(words)
+            self.sentence_ends += 1
+            self.bigrams.update(itertools.pairwise(padded))
+        self.sources.append(source)
+
+    def add_word_list(self, entries: Iterable[Sequence[str]], source: Source) -> None:
+        """Dictionary entries: syllables and the pairs inside each multi-syllable entry."""
+        for syllables in entries:
+            for syllable in syllables:
+                self.unigrams[syllable] += LIST_SYLLABLE_COUNT
+            for pair in itertools.pairwise(syllables):
+                self.bigrams[pair] += LIST_PAIR_COUNT
+        self.sources.append(source)
+
+    def add_frequencies(self, frequencies: dict[str, float], source: Source) -> None:
+        for syllable, frequency in frequencies.items():
+            self.unigrams[syllable] += frequency * WORDFREQ_TOKENS
+        self.sources.append(source)
+
+    def add_floor(self, syllables: Iterable[str], source: Source) -> None:
+        for syllable in syllables:
+            self.unigrams[syllable] += FLOOR_COUNT
+        self.sources.append(source)
+
+
+@dataclass(frozen=True)
+class BigramModel:
+    """log10 probabilities, as ARPA stores them."""
+
+    unigram: dict[str, float]  # word -> log10 p1(w); BOS is -99 (never predicted)
+    backoff: dict[str, float]  # history -> log10 alpha(h), for histories with bigrams
+    bigram: dict[tuple[str, str], float]  # (h, w) -> log10 p(w | h)
+
+    @property
+    def words(self) -> list[str]:
+        return [w for w in self.unigram if w not in (BOS, EOS, UNK)]
+
+
+def estimate(counts: Counts) -> BigramModel:
+    """Interpolated Witten-Bell bigram model over the pseudo-counts (see module doc)."""
+    unigrams = Counter({w: c for w, c in counts.unigrams.items() if c > 0})
+    if not unigrams:
+        raise ValueError("no words to build a language model from")
+    total_words = sum(unigrams.values())
+    # Sentence ends: counted in running text, else one per MEAN_SENTENCE_SYLLABLES words.
+    ends = counts.sentence_ends or total_words / MEAN_SENTENCE_SYLLABLES
+    unigrams[EOS] = ends
+    unigrams[UNK] = UNK_COUNT
+    total = sum(unigrams.values())
+    p1 = {w: c / total for w, c in unigrams.items()}
+    followers: dict[str, dict[str, float]] = {}
+    for (h, w), c in counts.bigrams.items():
+        if w in p1 and (h in p1 or h == BOS) and w != BOS:
+            followers.setdefault(h, {})[w] = c
+    bigram: dict[tuple[str, str], float] = {}
+    backoff: dict[str, float] = {}
+    for h, nexts in followers.items():
+        c_h, t_h = sum(nexts.values()), len(nexts)
+        for w, c in nexts.items():
+            bigram[(h, w)] = math.log10((c + t_h * p1[w]) / (c_h + t_h))
+        # The mass left for unseen followers, spread over p1: exactly T / (c + T).
+        backoff[h] = math.log10(t_h / (c_h + t_h))
+    unigram = {BOS: -99.0, **{w: math.log10(p) for w, p in p1.items()}}
+    return BigramModel(unigram=unigram, backoff=backoff, bigram=bigram)
+
+
+def write_arpa(model: BigramModel, path: Path) -> None:
+    def fmt(x: float) -> str:
+        return f"{x:.{ARPA_DECIMALS}f}"
+
+    lines = [
+        "\\data\\",
+        f"ngram 1={len(model.unigram)}",
+        f"ngram 2={len(model.bigram)}",
+        "",
+        "\\1-grams:",
+    ]
+    for w, logp in model.unigram.items():
+        bo = model.backoff.get(w)
+        lines.append(f"{fmt(logp)}\t{w}" + (f"\t{fmt(bo)}" if bo is not None else ""))
+    lines += ["", "\\2-grams:"]
+    lines += [f"{fmt(logp)}\t{h} {w}" for (h, w), logp in model.bigram.items()]
+    lines += ["", "\\end\\", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def write_lexicon(words: Iterable[str], vocab: CharVocabulary, path: Path) -> list[str]:
+    """One word per line, spelled with the vocabulary's characters (others are dropped)."""
+    kept = sorted({w for w in words if w and vocab.normalize(w) == w and " " not in w})
+    path.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    return kept
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def syllables_of(text: str) -> list[str] | None:
+    """The normalised syllables of a phrase, or None if any is not a valid syllable."""
+    out = []
+    for token in unicodedata.normalize("NFC", text.lower()).split():
+        if not textgen.is_valid_syllable(token):
+            return None
+        out.append(textgen.normalize_syllable(token))
+    return out or None
+
+
+def composed_inventory() -> set[str]:
+    """Every syllable text.py's initial/rhyme/tone inventory composes."""
+    out = set()
+    for initial, rhyme in textgen.composable_pairs():
+        for tone in textgen.allowed_tones(rhyme):
+            syllable = textgen.compose(initial, rhyme, tone)
+            if syllable:
+                out.add(syllable)
+    return out
+
+
+def wordfreq_frequencies() -> tuple[dict[str, float], Source]:
+    import wordfreq
+
+    freqs: dict[str, float] = {}
+    for raw in wordfreq.top_n_list("vi", 10**6):
+        syl = syllables_of(raw)
+        if syl and len(syl) == 1:
+            freqs[syl[0]] = freqs.get(syl[0], 0.0) + wordfreq.word_frequency(raw, "vi")
+    version = importlib.metadata.version("wordfreq")
+    return freqs, Source(
+        f"wordfreq {version} (vi)",
+        "code Apache-2.0, data CC-BY-SA 4.0 (attribution: Robyn Speer, wordfreq)",
+        f"{len(freqs)} syllable frequencies -> unigram pseudo-counts",
+    )
+
+
+# (distribution, file inside it, licence as the distribution declares it)
+WORD_LISTS: tuple[tuple[str, str, str], ...] = (
+    ("underthesea", "underthesea/corpus/data/Viet74K.txt", "Apache-2.0 (underthesea)"),
+    ("pyvi", "pyvi/models/words.txt", "MIT (pyvi)"),
+)
+
+
+def word_list_entries(dist: str, member: str) -> tuple[list[list[str]], Path] | None:
+    try:
+        path = Path(str(importlib.metadata.distribution(dist).locate_file(member)))
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    if not path.is_file():
+        return None
+    entries = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        syl = syllables_of(line.strip())
+        if syl:
+            entries.append(syl)
+    return entries, path
+
+
+def hunspell_syllables(path: Path = HUNSPELL_DIC) -> set[str] | None:
+    if not path.is_file():
+        return None
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()[1:]  # count first
+    return {s[0] for line in lines if (s := syllables_of(line.split("/")[0])) and len(s) == 1}
+
+
+def default_counts(text_files: Sequence[Path] = ()) -> Counts:
+    """Counts from every offline source that is installed (wordfreq is required)."""
+    counts = Counts()
+    freqs, source = wordfreq_frequencies()
+    counts.add_frequencies(freqs, source)
+    for dist, member, licence in WORD_LISTS:
+        found = word_list_entries(dist, member)
+        if found is None:
+            continue
+        entries, _ = found
+        version = importlib.metadata.version(dist)
+        pairs = sum(len(e) - 1 for e in entries)
+        counts.add_word_list(
+            entries,
+            Source(f"{dist} {version}: {member}", licence, f"{len(entries)} words, {pairs} pairs"),
+        )
+    hunspell = hunspell_syllables()
+    if hunspell is not None:
+        counts.add_floor(
+            hunspell,
+            Source("Debian hunspell-vi (vi_VN.dic)", "GPL-2", f"{len(hunspell)} syllables"),
+        )
+    inventory = composed_inventory()
+    counts.add_floor(
+        inventory,
+        Source(
+            "serve_app/modelbuild/text.py syllable inventory",
+            "this project (MIT)",
+            f"{len(inventory)} composable syllables",
+        ),
+    )
+    for path in text_files:
+        add_text_file(counts, path)
+    return counts
+
+
+def add_text_file(counts: Counts, path: Path, licence: str = "as stated by its owner") -> None:
+    sentences = [s for line in path.read_text(encoding="utf-8").splitlines() if (s := _words(line))]
+    counts.add_sentences(sentences, Source(f"text file {path.name}", licence, f"{len(sentences)}"))
+
+
+def _words(line: str) -> list[str]:
+    """Syllables of one line of running text; tokens that are not syllables are dropped."""
+    out = []
+    for token in unicodedata.normalize("NFC", line.lower()).split():
+        token = token.strip(".,;:!?\"'()[]…-–“”")
+        if textgen.is_valid_syllable(token):
+            out.append(textgen.normalize_syllable(token))
+    return out
+
+
+# --------------------------------------------------------------------------- bundle
+
+
+def build_lm(
+    bundle_dir: Path,
+    counts: Counts,
+    settings: DecoderSettings | None = None,
+) -> dict:
+    """Write lexicon.txt and lm.arpa into the bundle and turn on beam decoding there."""
+    bundle = load_bundle(bundle_dir)
+    if bundle.config.vocab_kind != "chars":
+        raise ValueError("beam search with a lexicon needs a character vocabulary bundle")
+    vocab = bundle.vocabulary()
+    if not isinstance(vocab, CharVocabulary):
+        raise ValueError(f"{bundle_dir}: lexicon spelling needs a character vocabulary")
+    model = estimate(counts)
+    words = write_lexicon(model.words, vocab, bundle_dir / LEXICON_FILE)
+    write_arpa(model, bundle_dir / LM_FILE)
+    read_lexicon(bundle_dir / LEXICON_FILE)  # what the decoder will read back
+    settings = settings or DecoderSettings.default_beam()
+    report = {
+        "lexicon": LEXICON_FILE,
+        "lm": LM_FILE,
+        "order": 2,
+        "estimator": "interpolated Witten-Bell over pseudo-counts (serve_app/modelbuild/lm.py)",
+        "lexicon_words": len(words),
+        "unigrams": len(model.unigram),
+        "bigrams": len(model.bigram),
+        "sources": [s.__dict__ for s in counts.sources],
+    }
+    config = bundle.config
+    decoder = {"settings": settings.to_dict(), "lm": report}
+    write_config(bundle_dir, type(config).from_dict({**config.to_dict(), "decoder": decoder}))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="vi-asr build-lm", description=__doc__)
+    p.add_argument("--model", type=Path, default=Path("models/default"))
+    p.add_argument("--text", type=Path, nargs="*", default=[], help="running text, 1 per line")
+    p.add_argument("--only-text", action="store_true", help="no built-in sources (tests)")
+    args = p.parse_args(argv)
+    if args.only_text:
+        counts = Counts()
+        for path in args.text:
+            add_text_file(counts, path)
+    else:
+        counts = default_counts(args.text)
+    report = build_lm(args.model, counts)
+    print(json.dumps(report, ensure_ascii=False, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,114 @@
+"""Tune the beam decoder's weights on the corpus's dev split (never on test).
+
+    python -m serve_app.modelbuild.tune_decoder --corpus data/corpus --model models/default
+
+Encodes the dev rows once, then decodes them for every point of a grid: LM weight x word
+score at one beam width, then beam widths at the best weights. Prints CER/WER and decoding
+CPU time per audio-second next to the encoder's for every point, writes the JSON to
+`--out`, and with `--write` stores the best settings within the speed budget in the bundle
+(`decoder.settings`, with the tuning figures under `decoder.tuning`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+from serve_app.bundle import load_bundle, write_config
+from serve_app.decoding import DecoderSettings
+from serve_app.evaluation import evaluate
+from serve_app.modelbuild.heldout import decode_encoded, encode_rows, split_rows
+from serve_app.transcriber import Transcriber
+
+LM_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+WORD_SCORES = (-1.0, 0.0, 1.0, 2.0, 3.0)
+BEAM_WIDTHS = (4, 8, 16, 32, 64)
+SPEED_BUDGET = 0.15  # beam decoding may cost at most this share of the encoder's CPU time
+
+
+def run_point(transcriber: Transcriber, encoded, settings: DecoderSettings) -> dict:
+    transcriber.decoder.reconfigure(settings)
+    hyps, seconds = decode_encoded(transcriber.decoder, encoded)
+    result = evaluate([r["text"] for r in encoded.rows], hyps)
+    point = {
+        **settings.to_dict(),
+        "cer": round(result.cer, 4),
+        "wer": round(result.wer, 4),
+        "decode_cpu_ms_per_audio_s": round(1000 * seconds / encoded.audio_seconds, 3),
+        "encode_ms_per_audio_s": round(1000 * encoded.encode_seconds / encoded.audio_seconds, 2),
+    }
+    point["decode_share_of_encoder"] = round(
+        point["decode_cpu_ms_per_audio_s"] / point["encode_ms_per_audio_s"], 3
+    )
+    print(json.dumps(point), flush=True)
+    return point
+
+
+def tune(corpus: Path, model: Path, precision: str | None, split: str = "dev") -> dict:
+    transcriber = Transcriber(model, precision=precision)
+    rows = split_rows(corpus, split)
+    if not rows:
+        raise SystemExit(f"{corpus} has no {split!r} rows: synthesise them with --n-dev")
+    encoded = encode_rows(transcriber, corpus, rows)
+    base = DecoderSettings.default_beam()
+    greedy = run_point(transcriber, encoded, base.replace(kind="greedy"))
+    grid = [
+        run_point(transcriber, encoded, base.replace(lm_weight=a, word_score=b))
+        for a, b in itertools.product(LM_WEIGHTS, WORD_SCORES)
+    ]
+    best = min(grid, key=lambda p: (p["cer"], p["wer"]))
+    widths = [
+        run_point(
+            transcriber,
+            encoded,
+            base.replace(lm_weight=best["lm_weight"], word_score=best["word_score"], beam_width=w),
+        )
+        for w in BEAM_WIDTHS
+    ]
+    affordable = [p for p in widths if p["decode_share_of_encoder"] <= SPEED_BUDGET] or widths[:1]
+    chosen = min(affordable, key=lambda p: (p["cer"], p["beam_width"]))
+    return {
+        "split": split,
+        "rows": len(rows),
+        "audio_hours": round(encoded.audio_seconds / 3600, 3),
+        "precision": transcriber.precision,
+        "greedy": greedy,
+        "grid": grid,
+        "beam_widths": widths,
+        "chosen": chosen,
+        "speed_budget": SPEED_BUDGET,
+    }
+
+
+def write_choice(model: Path, result: dict) -> None:
+    bundle = load_bundle(model)
+    keys = DecoderSettings().to_dict()
+    settings = DecoderSettings.from_dict({k: result["chosen"][k] for k in keys})
+    tuning = {k: result[k] for k in ("split", "rows", "audio_hours", "precision", "chosen")}
+    decoder = {**bundle.config.decoder, "settings": settings.to_dict(), "tuning": tuning}
+    raw = {**bundle.config.to_dict(), "decoder": decoder}
+    write_config(model, type(bundle.config).from_dict(raw))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m serve_app.modelbuild.tune_decoder")
+    p.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    p.add_argument("--model", type=Path, default=Path("models/default"))
+    p.add_argument("--precision", choices=["fp32", "int8"], default=None)
+    p.add_argument("--out", type=Path, default=Path("data/tune_decoder.json"))
+    p.add_argument("--write", action="store_true", help="store the choice in the bundle")
+    args = p.parse_args(argv)
+    result = tune(args.corpus, args.model, args.precision)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print("chosen:", json.dumps(result["chosen"]), f"(greedy CER {result['greedy']['cer']})")
+    if args.write:
+        write_choice(args.model, result)
+        print(f"wrote the chosen settings into {args.model}/config.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
