@@ -219,16 +219,19 @@ def _align(emissions, labels, blank, space):
             best, move = previous[s], 0
             if s >= 1 and previous[s - 1] > best:
                 best, move = previous[s - 1], 1
-            if s % 2 == 1 and s >= 3 and labels[s // 2] != labels[s // 2 - 1]:
-                if previous[s - 2] > best:
-                    best, move = previous[s - 2], 2
+            skip_ok = s % 2 == 1 and s >= 3 and labels[s // 2] != labels[s // 2 - 1]
+            if skip_ok and previous[s - 2] > best:
+                best, move = previous[s - 2], 2
             if best <= _NO_PATH:
                 score[s] = _NO_PATH
                 continue
             emit = gap[t] if s % 2 == 0 else emissions[t, labels[s // 2]]
             score[s] = best + emit
             back[t, s] = move
-    s = n_states - 1 if n_states == 1 or score[n_states - 1] >= score[n_states - 2] else n_states - 2
+    # End in the last blank or on the last label, whichever scored better.
+    s = n_states - 1
+    if score[n_states - 2] > score[n_states - 1]:
+        s = n_states - 2
     starts = np.full(labels.shape[0], n_frames, np.int64)
     ends = np.zeros(labels.shape[0], np.int64)
     for t in range(n_frames - 1, -1, -1):

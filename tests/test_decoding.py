@@ -3,6 +3,7 @@ with a tiny LM built from a few sentences by the project's own ARPA writer."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def test_beam_decodes_words_with_the_frames_of_their_tokens(tmp_path):
     assert [s.word for s in spans] == ["bà", "ăn", "cá"]
     # "bà" is b b ∅ à à: frames 2-3 and 5-6, so [2, 7).
     assert (spans[0].start_frame, spans[0].end_frame) == (2, 7)
-    assert all(a.end_frame <= b.start_frame for a, b in zip(spans, spans[1:], strict=False))
+    assert all(a.end_frame <= b.start_frame for a, b in itertools.pairwise(spans))
 
 
 def test_lexicon_turns_a_misheard_tone_into_a_word_it_knows(tmp_path):
@@ -165,9 +166,7 @@ def test_alignment_of_the_greedy_transcript_is_the_greedy_path():
     for _ in range(20):
         logits = rng.normal(size=(60, 8)) * 3
         logits[:, 0] += 2.0  # blank-heavy, as CTC output is
-        log_probs = (logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)).astype(
-            np.float32
-        )
+        log_probs = (logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)).astype(np.float32)
         tokens, starts, ends = greedy_decode(log_probs, 0)
         keep = tokens != 1  # id 1 plays the space: a gap, not a label
         if not keep.any():

@@ -65,6 +65,26 @@ def test_split_train_test_disjoint() -> None:
     assert len(forced.test) == 20
 
 
+def test_split_dev_disjoint_and_test_unchanged() -> None:
+    plain = T.split_train_test(500, 100, seed=11)
+    split = T.split_train_test(500, 100, seed=11, n_dev=80)
+    assert split.test == plain.test and split.train == plain.train  # dev does not move test
+    assert len(split.dev) == 80 == len(set(split.dev))
+    assert not set(split.dev) & (set(split.train) | set(split.test))
+    assert split.dev_seed not in (split.seed, split.test_seed)
+    assert split.summary()["n_dev"] == 80
+    # forced overlap with train and test: those candidates are dropped
+    dev_cands = T.generate_sentences(6, split.dev_seed)
+    forced = T.split_train_test(
+        0, 3, seed=11, train=dev_cands[:2], test_seed=split.dev_seed + 1, n_dev=10,
+        dev_seed=split.dev_seed,
+    )  # fmt: skip
+    assert forced.dev_dropped == 2 and len(forced.dev) == 10
+    assert not set(forced.dev) & set(dev_cands[:2])
+    with pytest.raises(ValueError):
+        T.split_train_test(5, 5, seed=11, n_dev=5, dev_seed=11)
+
+
 def test_composed_syllables_respect_stop_final_rule() -> None:
     rng = np.random.default_rng(0)
     syllables = [T.compose_syllable(rng) for _ in range(3000)]

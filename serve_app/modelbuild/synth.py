@@ -3,7 +3,7 @@
 Usage::
 
     python -m serve_app.modelbuild.synth --out data/corpus --n-train 12000 --n-test 300 \\
-        --seed 1234 --workers 2
+        --n-dev 300 --seed 1234 --workers 2 [--skip-train-audio]
 
 Layout of ``OUT``:
 
@@ -13,16 +13,32 @@ Layout of ``OUT``:
 
 Training rows (``split == "train"``) are spoken by a random dialect voice (``vi``,
 ``vi-vn-x-central``, ``vi-vn-x-south``) + espeak variant, speed, pitch and word gap, then
-augmented at random: ``clean`` (about 40 %), ``noise`` (white/pink, SNR 10-30 dB), ``gain``
-(-12..+6 dB, clip-safe), ``8k`` (band limit through 8 kHz), ``mp3`` and ``ogg`` (Vorbis)
-round trips.  Independently of the augmentation, half the rows get 0.1-0.6 s of extra
-leading and/or trailing silence (``lead_s``/``trail_s``).  About 3 % extra training rows
-are "empty": digital silence (``aug == "silence"``) or pure noise (``aug == "noise"``) with
-text ``""``, so the model learns to emit nothing for them.
+augmented at random (:data:`AUG_WEIGHTS`, signal operations in
+:mod:`serve_app.modelbuild.augment`): ``clean`` (about 25 %), ``noise`` (white/pink, SNR
+10-30 dB), ``colored_noise`` (pink/brown, 0-20 dB), ``gain`` (-12..+6 dB, clip-safe), ``8k``
+(band limit through 8 kHz), ``telephone`` (300-3400 Hz, 8 kHz mu-law), ``mp3`` and ``ogg``
+(Vorbis) round trips, ``reverb`` (synthetic room, RT60 0.2-1.0 s), ``babble`` (1-3 other
+espeak-ng talkers with other voices saying other training sentences, 0-20 dB), ``speed``
+(Kaldi-style speed perturbation 0.8-1.25), ``quiet`` (-30..-20 dB) and ``clipped`` (hard
+clipping at 0.1-0.5 of the peak, level restored).  A fifth of the other augmented rows are
+also speed perturbed (``aug_params["speed_factor"]``).  Independently of the augmentation,
+half the rows get 0.1-0.6 s of extra leading and/or trailing silence (``lead_s``/``trail_s``).
+About 3 % extra training rows are "empty": digital silence (``aug == "silence"``) or pure
+noise (``aug == "noise"``) with text ``""``, so the model learns to emit nothing for them.
 
 Test rows (``split == "test"``): every test sentence is spoken once (dialect cycling over the
-three voices) and stored under four ``condition`` values -- ``clean``, ``8k``, ``mp3``
-(fixed bitrate) and ``noise`` (white noise, SNR 15 dB) -- that share ``utt`` and duration.
+three voices) and stored under every :data:`TEST_CONDITIONS` value -- ``clean``, ``8k``,
+``mp3`` (fixed bitrate), ``noise`` (white noise, SNR 15 dB), ``reverb`` (RT60 drawn per
+utterance in 0.3-0.9 s), ``babble`` (2 talkers, 8 dB), ``tempo_slow``/``tempo_fast`` (speed
+0.8/1.25), ``pink`` (pink noise, 10 dB), ``telephone``, ``quiet`` (-25 dB) and ``clipped``
+(at 0.3 of the peak) -- that share ``utt``.  The first four are the same samples as in
+recipe version 2 for the same seed.  Durations are equal except for the tempo conditions
+and ``reverb`` (which keeps up to 0.3 s of tail).  Dev rows (``split == "dev"``, for tuning
+decoders; tuning on test is not allowed) are built the same way from ``--n-dev`` sentences of
+a third seed, disjoint from train and test.
+
+``--skip-train-audio`` plans everything as usual (the test and dev sentences and row ids are
+those of a full run) but writes only the test and dev rows.
 
 Every clip is padded with silence at the end to a multiple of 0.5 s (the padding is added
 before noise/codec augmentation, so noisy clips are noisy to the end).  All randomness is
@@ -50,9 +66,11 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from serve_app.modelbuild import augment as A
 from serve_app.modelbuild import text as textgen
+from serve_app.modelbuild.augment import PEAK_LIMIT, limit_peak, speech_power
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 SAMPLE_RATE = 16000
 PAD_MULTIPLE_S = 0.5
 DIALECTS: tuple[str, ...] = ("vi", "vi-vn-x-central", "vi-vn-x-south")
@@ -71,26 +89,57 @@ PITCH_RANGE = (30, 70)  # inclusive
 GAP_PROB = 0.4  # probability of a non-zero word gap
 GAP_RANGE = (1, 4)  # -g units of 10 ms
 AUG_WEIGHTS: dict[str, float] = {
-    "clean": 0.40,
-    "noise": 0.16,
-    "gain": 0.10,
-    "8k": 0.12,
-    "mp3": 0.12,
-    "ogg": 0.10,
+    "clean": 0.25,
+    "noise": 0.08,
+    "gain": 0.05,
+    "8k": 0.05,
+    "mp3": 0.06,
+    "ogg": 0.05,
+    "reverb": 0.10,
+    "babble": 0.09,
+    "speed": 0.07,
+    "colored_noise": 0.07,
+    "quiet": 0.04,
+    "clipped": 0.04,
+    "telephone": 0.05,
 }
+# Augmentations applied to the spoken speech before silence and padding are added (they
+# change its length); the others are applied to the padded clip and keep its length.
+PRE_PAD_AUGS = ("speed", "reverb")
 SNR_RANGE_DB = (10.0, 30.0)
 GAIN_RANGE_DB = (-12.0, 6.0)
 CODEC_LEVEL_RANGE = (0.0, 0.9)  # libsndfile compression_level: mp3 ~50..23 kbps at 16 kHz
+SPEED_FACTOR_RANGE = A.SPEED_RANGE  # drawn log-uniform, rounded to 0.01
+SPEED_COMBINE_PROB = 0.2  # other augmented rows that are also speed perturbed
+RT60_RANGE_S = A.RT60_RANGE_S
+DRR_RANGE_DB = (-3.0, 9.0)  # direct-to-reverberant ratio of the synthetic rooms
+BABBLE_SNR_RANGE_DB = (0.0, 20.0)
+BABBLE_TALKERS = (1, 3)  # inclusive
+COLORED_NOISE_SNR_RANGE_DB = (0.0, 20.0)
+COLORED_NOISE_KINDS: tuple[str, ...] = ("pink", "brown")
+QUIET_RANGE_DB = (-30.0, -20.0)
+CLIP_LEVEL_RANGE = (0.1, 0.5)  # fraction of the peak
 SILENCE_PROB = 0.5
 SILENCE_RANGE_S = (0.1, 0.6)
 EMPTY_FRACTION = 0.03
 EMPTY_DURATION_RANGE_S = (0.5, 6.0)
 EMPTY_NOISE_DBFS = (-60.0, -20.0)
-TEST_CONDITIONS: tuple[str, ...] = ("clean", "8k", "mp3", "noise")
+# The first four are unchanged since recipe version 2 (same samples for the same seed).
+TEST_CONDITIONS: tuple[str, ...] = (
+    "clean", "8k", "mp3", "noise", "reverb", "babble", "tempo_slow", "tempo_fast", "pink",
+    "telephone", "quiet", "clipped",
+)  # fmt: skip
 TEST_SNR_DB = 15.0
 TEST_MP3_LEVEL = 0.5  # ~28 kbps
 TEST_SPEED_RANGE = (130, 180)
-PEAK_LIMIT = 0.98
+TEST_RT60_RANGE_S = (0.3, 0.9)  # drawn once per utterance
+TEST_BABBLE_TALKERS = 2
+TEST_BABBLE_SNR_DB = 8.0
+TEST_TEMPO: dict[str, float] = {"tempo_slow": 0.8, "tempo_fast": 1.25}
+TEST_PINK_SNR_DB = 10.0
+TEST_QUIET_DB = -25.0
+TEST_CLIP_LEVEL = 0.3
+DEFAULT_N_DEV = 300  # command line default (build_corpus defaults to no dev split)
 
 
 # --------------------------------------------------------------------------- espeak
@@ -151,35 +200,8 @@ def add_silence(x: np.ndarray, lead_s: float, trail_s: float) -> np.ndarray:
 
 
 def make_noise(n: int, color: str, rng: np.random.Generator) -> np.ndarray:
-    """Unit-RMS white or pink (1/f power) noise."""
-    white = rng.standard_normal(n)
-    if color == "white":
-        noise = white
-    elif color == "pink":
-        spec = np.fft.rfft(white)
-        f = np.arange(len(spec), dtype=np.float64)
-        f[0] = 1.0
-        noise = np.fft.irfft(spec / np.sqrt(f), n)
-    else:
-        raise ValueError(f"unknown noise color {color!r}")
-    rms = np.sqrt(np.mean(noise**2)) or 1.0
-    return (noise / rms).astype(np.float32)
-
-
-def speech_power(x: np.ndarray) -> float:
-    """Mean power over active 20 ms frames (those within 30 dB of the loudest frame)."""
-    frame = SAMPLE_RATE // 50
-    n = len(x) // frame
-    if n == 0:
-        return float(np.mean(x.astype(np.float64) ** 2)) if len(x) else 0.0
-    e = np.mean(x[: n * frame].astype(np.float64).reshape(n, frame) ** 2, axis=1)
-    active = e[e >= e.max() * 1e-3]
-    return float(active.mean()) if active.size else 0.0
-
-
-def limit_peak(x: np.ndarray, peak: float = PEAK_LIMIT) -> np.ndarray:
-    m = float(np.max(np.abs(x))) if len(x) else 0.0
-    return x * (peak / m) if m > peak else x
+    """Unit-RMS white, pink (1/f power) or brown noise (:func:`augment.colored_noise`)."""
+    return A.colored_noise(rng, n, color)
 
 
 def add_noise(x: np.ndarray, snr_db: float, color: str, rng: np.random.Generator) -> np.ndarray:
@@ -201,7 +223,7 @@ def apply_gain(x: np.ndarray, gain_db: float) -> tuple[np.ndarray, float]:
 def band_limit_8k(x: np.ndarray) -> np.ndarray:
     """Telephone-style band limit: 16 kHz -> 8 kHz -> 16 kHz, same length."""
     y = resample_poly(resample_poly(x, 1, 2), 2, 1)
-    return limit_peak(_fit_length(y, len(x))).astype(np.float32)
+    return limit_peak(A.fit_length(y, len(x))).astype(np.float32)
 
 
 def codec_roundtrip(x: np.ndarray, fmt: str, level: float) -> np.ndarray:
@@ -214,16 +236,26 @@ def codec_roundtrip(x: np.ndarray, fmt: str, level: float) -> np.ndarray:
     )  # fmt: skip
     buf.seek(0)
     y, _ = sf.read(buf, dtype="float32")
-    return limit_peak(_fit_length(y, len(x))).astype(np.float32)
+    return limit_peak(A.fit_length(y, len(x))).astype(np.float32)
 
 
-def _fit_length(y: np.ndarray, n: int) -> np.ndarray:
-    return y[:n] if len(y) >= n else np.pad(y, (0, n - len(y)))
+def clip_restored(x: np.ndarray, clip_level: float) -> np.ndarray:
+    """Hard clipping at ``clip_level`` of the peak, then back to the original peak (an
+    overdriven input stage)."""
+    return limit_peak(A.clip(x, clip_level) / clip_level).astype(np.float32)
 
 
-def apply_aug(x: np.ndarray, aug: str, params: dict[str, Any], seed: Sequence[int]) -> np.ndarray:
-    """Apply one augmentation (length-preserving).  ``params`` may be updated in place."""
-    if aug == "clean":
+def apply_aug(
+    x: np.ndarray,
+    aug: str,
+    params: dict[str, Any],
+    seed: Sequence[int],
+    others: Sequence[np.ndarray] = (),
+) -> np.ndarray:
+    """Apply one augmentation (length-preserving).  ``params`` may be updated in place.
+    ``others`` are the babble talkers.  The PRE_PAD_AUGS are applied by :func:`render_clip`
+    before padding and are a no-op here."""
+    if aug == "clean" or aug in PRE_PAD_AUGS:
         return x
     if aug == "noise":
         return add_noise(x, params["snr_db"], params["color"], np.random.default_rng(seed))
@@ -235,7 +267,42 @@ def apply_aug(x: np.ndarray, aug: str, params: dict[str, Any], seed: Sequence[in
         return band_limit_8k(x)
     if aug in ("mp3", "ogg"):
         return codec_roundtrip(x, aug, params["level"])
+    if aug == "colored_noise":
+        rng = np.random.default_rng(seed)
+        return A.add_noise(x, A.colored_noise(rng, len(x), params["color"]), params["snr_db"])
+    if aug == "babble":
+        return A.babble(x, others, params["snr_db"], np.random.default_rng(seed))
+    if aug == "quiet":
+        return A.quiet(x, params["gain_db"])
+    if aug == "clipped":
+        return clip_restored(x, params["clip_level"])
+    if aug == "telephone":
+        return A.telephone(x, SAMPLE_RATE)
     raise ValueError(f"unknown augmentation {aug!r}")
+
+
+def render_clip(
+    speech: np.ndarray,
+    aug: str,
+    params: dict[str, Any],
+    seed: Sequence[int],
+    others: Sequence[np.ndarray] = (),
+    lead_s: float = 0.0,
+    trail_s: float = 0.0,
+) -> tuple[np.ndarray, float]:
+    """One clip from the spoken ``speech``: speed perturbation (``params["speed_factor"]``)
+    and ``reverb`` first, then leading/trailing silence and padding, then the
+    length-preserving augmentation.  Returns the clip and the speech duration in seconds
+    (after speed perturbation, without silence, padding or reverb tail)."""
+    if "speed_factor" in params:
+        speech = A.speed_perturb(speech, params["speed_factor"])
+    speech_dur = round(len(speech) / SAMPLE_RATE, 4)
+    if aug == "reverb":
+        rng = np.random.default_rng([*seed, 1])
+        rir = A.synthetic_rir(rng, params["rt60_s"], SAMPLE_RATE, params["drr_db"])
+        speech = A.reverberate(speech, rir, A.REVERB_MAX_TAIL_S, SAMPLE_RATE)
+    x = pad_to_multiple(add_silence(speech, lead_s, trail_s))
+    return apply_aug(x, aug, params, seed, others), speech_dur
 
 
 def write_flac(path: Path, x: np.ndarray) -> None:
@@ -244,35 +311,132 @@ def write_flac(path: Path, x: np.ndarray) -> None:
 
 # --------------------------------------------------------------------------- planning
 
+# Random streams: every row draws from np.random.default_rng([seed, STREAM, index]).
+# 1-6 are those of recipe version 2 (so test rows keep their voices and noise).
+STREAM_TRAIN, STREAM_TRAIN_NOISE, STREAM_EMPTY, STREAM_EMPTY_NOISE = 1, 2, 3, 4
+STREAM_TEST, STREAM_TEST_NOISE, STREAM_TEST_EXTRA = 5, 6, 7
+STREAM_DEV, STREAM_DEV_NOISE, STREAM_DEV_EXTRA = 8, 9, 10
+LEGACY_TEST_CONDITIONS = TEST_CONDITIONS[:4]  # their random streams are those of version 2
+
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng([seed, *key])
 
 
+def _speed_factor(rng: np.random.Generator) -> float:
+    """Log-uniform in SPEED_FACTOR_RANGE (as many slowed as sped up), rounded to 0.01."""
+    lo, hi = np.log(SPEED_FACTOR_RANGE[0]), np.log(SPEED_FACTOR_RANGE[1])
+    return round(float(np.exp(rng.uniform(lo, hi))), 2)
+
+
+def _uniform(rng: np.random.Generator, bounds: tuple[float, float], digits: int = 2) -> float:
+    return round(float(rng.uniform(*bounds)), digits)
+
+
 def _aug_params(aug: str, rng: np.random.Generator) -> dict[str, Any]:
+    p: dict[str, Any] = {}
     if aug == "noise":
-        return {
-            "snr_db": round(float(rng.uniform(*SNR_RANGE_DB)), 2),
-            "color": str(rng.choice(["white", "pink"])),
+        p = {"snr_db": _uniform(rng, SNR_RANGE_DB), "color": str(rng.choice(["white", "pink"]))}
+    elif aug == "gain":
+        p = {"gain_db": _uniform(rng, GAIN_RANGE_DB)}
+    elif aug in ("mp3", "ogg"):
+        p = {"level": _uniform(rng, CODEC_LEVEL_RANGE, 3)}
+    elif aug == "reverb":
+        p = {"rt60_s": _uniform(rng, RT60_RANGE_S, 3), "drr_db": _uniform(rng, DRR_RANGE_DB)}
+    elif aug == "babble":
+        p = {
+            "snr_db": _uniform(rng, BABBLE_SNR_RANGE_DB),
+            "n_talkers": int(rng.integers(BABBLE_TALKERS[0], BABBLE_TALKERS[1] + 1)),
         }
-    if aug == "gain":
-        return {"gain_db": round(float(rng.uniform(*GAIN_RANGE_DB)), 2)}
-    if aug in ("mp3", "ogg"):
-        return {"level": round(float(rng.uniform(*CODEC_LEVEL_RANGE)), 3)}
-    return {}
+    elif aug == "speed":
+        p = {"speed_factor": _speed_factor(rng)}
+    elif aug == "colored_noise":
+        p = {
+            "snr_db": _uniform(rng, COLORED_NOISE_SNR_RANGE_DB),
+            "color": str(rng.choice(list(COLORED_NOISE_KINDS))),
+        }
+    elif aug == "quiet":
+        p = {"gain_db": _uniform(rng, QUIET_RANGE_DB)}
+    elif aug == "clipped":
+        p = {"clip_level": _uniform(rng, CLIP_LEVEL_RANGE, 3)}
+    if aug not in ("clean", "speed") and rng.random() < SPEED_COMBINE_PROB:
+        p["speed_factor"] = _speed_factor(rng)
+    return p
+
+
+def _talkers(
+    rng: np.random.Generator,
+    n: int,
+    pool: Sequence[str],
+    own_text: str,
+    variants: Sequence[str],
+    own_variant: str,
+) -> list[dict[str, Any]]:
+    """``n`` babble talkers: other sentences from ``pool``, each spoken by a random dialect
+    with a variant different from ``own_variant`` and from the other talkers'."""
+    talkers: list[dict[str, Any]] = []
+    used = {own_variant}
+    for _ in range(n):
+        k = int(rng.integers(len(pool)))
+        while pool[k] == own_text and len(pool) > 1:
+            k = int(rng.integers(len(pool)))
+        free = [v for v in variants if v not in used] or list(variants)
+        variant = free[int(rng.integers(len(free)))]
+        used.add(variant)
+        talkers.append({
+            "text": pool[k], "dialect": DIALECTS[int(rng.integers(len(DIALECTS)))],
+            "variant": variant,
+            "speed": int(rng.integers(SPEED_RANGE[0], SPEED_RANGE[1] + 1)),
+            "pitch": int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1)), "gap": 0,
+        })  # fmt: skip
+    return talkers
+
+
+def _eval_job(
+    split: str, j: int, sentence: str, row: int, seed: int, variants: Sequence[str],
+    pool: Sequence[str],
+) -> dict[str, Any]:  # fmt: skip
+    """A test or dev utterance, rendered under every TEST_CONDITIONS value."""
+    plan, noise, extra = (
+        (STREAM_TEST, STREAM_TEST_NOISE, STREAM_TEST_EXTRA)
+        if split == "test"
+        else (STREAM_DEV, STREAM_DEV_NOISE, STREAM_DEV_EXTRA)
+    )
+    rng = _rng(seed, plan, j)
+    job: dict[str, Any] = {
+        "kind": "eval", "id": row, "split": split, "text": sentence,
+        "utt": f"{split}{j:05d}", "dialect": DIALECTS[j % len(DIALECTS)],
+        "variant": variants[int(rng.integers(len(variants)))],
+        "speed": int(rng.integers(TEST_SPEED_RANGE[0], TEST_SPEED_RANGE[1] + 1)),
+        "pitch": int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1)),
+        "gap": 0, "noise_seed": [seed, noise, j],
+    }  # fmt: skip
+    rng = _rng(seed, extra, j)
+    job["reverb"] = {
+        "rt60_s": _uniform(rng, TEST_RT60_RANGE_S, 3),
+        "drr_db": _uniform(rng, DRR_RANGE_DB),
+    }
+    job["talkers"] = _talkers(rng, TEST_BABBLE_TALKERS, pool, sentence, variants, job["variant"])
+    return job
 
 
 def plan_corpus(
-    train: Sequence[str], test: Sequence[str], seed: int, variants: Sequence[str]
+    train: Sequence[str],
+    test: Sequence[str],
+    seed: int,
+    variants: Sequence[str],
+    dev: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """Deterministic job list: one job per training row / empty row / test utterance."""
+    """Deterministic job list: one job per training row / empty row / test or dev
+    utterance.  Babble talkers say training sentences (test ones when there are none)."""
     jobs: list[dict[str, Any]] = []
     augs = list(AUG_WEIGHTS)
     probs = np.array([AUG_WEIGHTS[a] for a in augs])
     probs = probs / probs.sum()
+    pool = list(train) or [*test, *dev]
     row = 0
     for i, sentence in enumerate(train):
-        rng = _rng(seed, 1, i)
+        rng = _rng(seed, STREAM_TRAIN, i)
         dialect = DIALECTS[int(rng.integers(len(DIALECTS)))]
         variant = variants[int(rng.integers(len(variants)))]
         aug = augs[int(rng.choice(len(augs), p=probs))]
@@ -290,12 +454,15 @@ def plan_corpus(
             "gap": int(rng.integers(GAP_RANGE[0], GAP_RANGE[1] + 1))
             if rng.random() < GAP_PROB else 0,
             "aug": aug, "aug_params": _aug_params(aug, rng),
-            "lead_s": lead, "trail_s": trail, "noise_seed": [seed, 2, i],
+            "lead_s": lead, "trail_s": trail, "noise_seed": [seed, STREAM_TRAIN_NOISE, i],
         })  # fmt: skip
+        if aug == "babble":
+            n = jobs[-1]["aug_params"]["n_talkers"]
+            jobs[-1]["talkers"] = _talkers(rng, n, pool, sentence, variants, variant)
         row += 1
     n_empty = round(EMPTY_FRACTION * len(train))
     for k in range(n_empty):
-        rng = _rng(seed, 3, k)
+        rng = _rng(seed, STREAM_EMPTY, k)
         kind = "silence" if k % 3 == 0 else "noise"  # one third silence, two thirds noise
         dur = float(rng.uniform(*EMPTY_DURATION_RANGE_S))
         params: dict[str, Any] = {}
@@ -308,21 +475,40 @@ def plan_corpus(
             params = {"dither_dbfs": round(float(rng.uniform(-90.0, -70.0)), 2)}
         jobs.append({
             "kind": "empty", "id": row, "split": "train", "text": "", "aug": kind,
-            "aug_params": params, "duration_s": dur, "noise_seed": [seed, 4, k],
+            "aug_params": params, "duration_s": dur,
+            "noise_seed": [seed, STREAM_EMPTY_NOISE, k],
         })  # fmt: skip
         row += 1
-    for j, sentence in enumerate(test):
-        rng = _rng(seed, 5, j)
-        jobs.append({
-            "kind": "test", "id": row, "split": "test", "text": sentence,
-            "utt": f"test{j:05d}", "dialect": DIALECTS[j % len(DIALECTS)],
-            "variant": variants[int(rng.integers(len(variants)))],
-            "speed": int(rng.integers(TEST_SPEED_RANGE[0], TEST_SPEED_RANGE[1] + 1)),
-            "pitch": int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1)),
-            "gap": 0, "noise_seed": [seed, 6, j],
-        })  # fmt: skip
-        row += len(TEST_CONDITIONS)
+    for split, sentences in (("test", test), ("dev", dev)):
+        for j, sentence in enumerate(sentences):
+            jobs.append(_eval_job(split, j, sentence, row, seed, variants, pool))
+            row += len(TEST_CONDITIONS)
     return jobs
+
+
+def condition_aug(cond: str, job: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The augmentation kind and parameters of test/dev condition ``cond``."""
+    if cond in ("clean", "8k"):
+        return cond, {}
+    if cond == "mp3":
+        return "mp3", {"level": TEST_MP3_LEVEL}
+    if cond == "noise":
+        return "noise", {"snr_db": TEST_SNR_DB, "color": "white"}
+    if cond == "reverb":
+        return "reverb", dict(job["reverb"])
+    if cond == "babble":
+        return "babble", {"snr_db": TEST_BABBLE_SNR_DB, "n_talkers": len(job["talkers"])}
+    if cond in TEST_TEMPO:
+        return "speed", {"speed_factor": TEST_TEMPO[cond]}
+    if cond == "pink":
+        return "colored_noise", {"snr_db": TEST_PINK_SNR_DB, "color": "pink"}
+    if cond == "telephone":
+        return "telephone", {}
+    if cond == "quiet":
+        return "quiet", {"gain_db": TEST_QUIET_DB}
+    if cond == "clipped":
+        return "clipped", {"clip_level": TEST_CLIP_LEVEL}
+    raise ValueError(f"unknown test condition {cond!r}")
 
 
 # --------------------------------------------------------------------------- rendering
@@ -370,6 +556,16 @@ def _speak(job: dict[str, Any]) -> np.ndarray:
     return limit_peak(speech)
 
 
+def _speak_talkers(talkers: Sequence[dict[str, Any]]) -> tuple[list[np.ndarray], list[str]]:
+    """Babble talkers' speech and the voices actually used (after any fallback)."""
+    audio, voices = [], []
+    for t in talkers:
+        t = dict(t)
+        audio.append(_speak(t))
+        voices.append(voice_name(t["dialect"], t["variant"]))
+    return audio, voices
+
+
 def render_job(job: dict[str, Any], out_dir: Path) -> list[dict[str, Any]]:
     """Synthesize one job and write its FLAC file(s); returns manifest rows."""
     job = dict(job)  # _speak may record a voice fallback
@@ -390,31 +586,33 @@ def render_job(job: dict[str, Any], out_dir: Path) -> list[dict[str, Any]]:
                      speech_duration=0.0, lead_s=0.0, trail_s=0.0)]  # fmt: skip
 
     speech = _speak(job)
-    speech_dur = round(len(speech) / SAMPLE_RATE, 4)
+    talkers = job.get("talkers", ())
+    others, voices = _speak_talkers(talkers)
+    talker_info = {"talker_voices": voices, "talker_texts": [t["text"] for t in talkers]}
 
     if job["kind"] == "speech":
-        x = add_silence(speech, job["lead_s"], job["trail_s"])
-        x = pad_to_multiple(x)
         params = dict(job["aug_params"])
-        x = apply_aug(x, job["aug"], params, job["noise_seed"])
+        if job["aug"] == "babble":
+            params.update(talker_info)
+        x, speech_dur = render_clip(
+            speech, job["aug"], params, job["noise_seed"], others, job["lead_s"], job["trail_s"]
+        )
         write_flac(audio_dir / f"{job['id']:06d}.flac", x)
         return [_row(job, job["id"], x, aug=job["aug"], aug_params=params, empty=False,
                      speech_duration=speech_dur, lead_s=job["lead_s"],
                      trail_s=job["trail_s"])]  # fmt: skip
 
-    # test utterance: the same padded clip under every condition
-    base = pad_to_multiple(speech)
+    # test/dev utterance: the same speech under every condition
     rows = []
     for c, cond in enumerate(TEST_CONDITIONS):
         rid = job["id"] + c
-        params: dict[str, Any] = {}
-        if cond == "noise":
-            params = {"snr_db": TEST_SNR_DB, "color": "white"}
-        elif cond == "mp3":
-            params = {"level": TEST_MP3_LEVEL}
-        x = apply_aug(base, cond, params, job["noise_seed"])
+        aug, params = condition_aug(cond, job)
+        if aug == "babble":
+            params.update(talker_info)
+        seed = job["noise_seed"] if cond in LEGACY_TEST_CONDITIONS else [*job["noise_seed"], c]
+        x, speech_dur = render_clip(speech, aug, params, seed, others)
         write_flac(audio_dir / f"{rid:06d}.flac", x)
-        rows.append(_row(job, rid, x, aug=cond, aug_params=params, condition=cond,
+        rows.append(_row(job, rid, x, aug=aug, aug_params=params, condition=cond,
                          utt=job["utt"], empty=False, speech_duration=speech_dur,
                          lead_s=0.0, trail_s=0.0))  # fmt: skip
     return rows
@@ -429,15 +627,24 @@ def _render_worker(args: tuple[dict[str, Any], str]) -> list[dict[str, Any]]:
 
 
 def corpus_params(
-    n_train: int, n_test: int, seed: int, min_words: int = 4, max_words: int = 14
+    n_train: int,
+    n_test: int,
+    seed: int,
+    min_words: int = 4,
+    max_words: int = 14,
+    n_dev: int = 0,
+    skip_train_audio: bool = False,
 ) -> dict[str, Any]:
     """Everything that determines the corpus content (compared for idempotency)."""
     return {
         "recipe_version": RECIPE_VERSION,
         "n_train": n_train,
         "n_test": n_test,
+        "n_dev": n_dev,
+        "skip_train_audio": skip_train_audio,
         "seed": seed,
         "test_seed": seed + textgen.TEST_SEED_OFFSET,
+        "dev_seed": seed + textgen.DEV_SEED_OFFSET,
         "min_words": min_words,
         "max_words": max_words,
         "text": {
@@ -459,6 +666,19 @@ def corpus_params(
         "snr_range_db": list(SNR_RANGE_DB),
         "gain_range_db": list(GAIN_RANGE_DB),
         "codec_level_range": list(CODEC_LEVEL_RANGE),
+        "speed_factor_range": list(SPEED_FACTOR_RANGE),
+        "speed_combine_prob": SPEED_COMBINE_PROB,
+        "rt60_range_s": list(RT60_RANGE_S),
+        "drr_range_db": list(DRR_RANGE_DB),
+        "reverb_max_tail_s": A.REVERB_MAX_TAIL_S,
+        "babble_snr_range_db": list(BABBLE_SNR_RANGE_DB),
+        "babble_talkers": list(BABBLE_TALKERS),
+        "colored_noise_snr_range_db": list(COLORED_NOISE_SNR_RANGE_DB),
+        "colored_noise_kinds": list(COLORED_NOISE_KINDS),
+        "brown_corner_hz": A.BROWN_CORNER_HZ,
+        "quiet_range_db": list(QUIET_RANGE_DB),
+        "clip_level_range": list(CLIP_LEVEL_RANGE),
+        "telephone_band_hz": list(A.TELEPHONE_BAND_HZ),
         "silence_prob": SILENCE_PROB,
         "silence_range_s": list(SILENCE_RANGE_S),
         "empty_fraction": EMPTY_FRACTION,
@@ -468,6 +688,13 @@ def corpus_params(
         "test_snr_db": TEST_SNR_DB,
         "test_mp3_level": TEST_MP3_LEVEL,
         "test_speed_range": list(TEST_SPEED_RANGE),
+        "test_rt60_range_s": list(TEST_RT60_RANGE_S),
+        "test_babble_talkers": TEST_BABBLE_TALKERS,
+        "test_babble_snr_db": TEST_BABBLE_SNR_DB,
+        "test_tempo": TEST_TEMPO,
+        "test_pink_snr_db": TEST_PINK_SNR_DB,
+        "test_quiet_db": TEST_QUIET_DB,
+        "test_clip_level": TEST_CLIP_LEVEL,
     }
 
 
@@ -505,19 +732,30 @@ def build_corpus(
     force: bool = False,
     progress: bool = False,
     command: str | None = None,
+    n_dev: int = 0,
+    skip_train_audio: bool = False,
 ) -> dict[str, Any]:
     """Generate the corpus into ``out`` and return the recipe.
+
+    ``n_dev`` dev sentences (a third seed, disjoint from train and test) are rendered like
+    the test ones.  ``skip_train_audio`` computes the same text split and plan (same test/dev
+    sentences, voices and row ids as a full run) but writes only the test and dev rows.
 
     Idempotent: when ``out/manifest.jsonl`` exists and ``out/recipe.json`` has the same
     ``params``, nothing is regenerated and the stored recipe is returned (``skipped``).
 
     Manifest rows: ``id, audio, text, split, voice, dialect, variant, speed, pitch, gap,
-    aug, aug_params, empty, speech_duration, lead_s, trail_s, duration`` plus, for test
-    rows, ``condition`` (clean|8k|mp3|noise) and ``utt`` (shared by the conditions of one
-    utterance).  ``aug`` is clean|noise|gain|8k|mp3|ogg, or silence|noise for empty rows.
+    aug, aug_params, empty, speech_duration, lead_s, trail_s, duration`` plus, for test and
+    dev rows, ``condition`` (one of TEST_CONDITIONS) and ``utt`` (shared by the conditions
+    of one utterance).  ``aug`` is one of AUG_WEIGHTS (for test/dev rows the kind behind the
+    condition, e.g. ``speed`` for ``tempo_slow``), or silence|noise for empty rows.
+    ``aug_params`` holds the drawn parameters: ``snr_db``, ``color``, ``gain_db``, ``level``,
+    ``rt60_s``/``drr_db``, ``n_talkers``/``talker_voices``/``talker_texts``,
+    ``speed_factor`` (also on rows combined with speed perturbation), ``clip_level``.
+    ``speed`` is the espeak-ng rate (words per minute), not the perturbation factor.
     """
     out = Path(out)
-    params = corpus_params(n_train, n_test, seed, min_words, max_words)
+    params = corpus_params(n_train, n_test, seed, min_words, max_words, n_dev, skip_train_audio)
     manifest = out / "manifest.jsonl"
     recipe_path = out / "recipe.json"
     if not force and manifest.exists() and recipe_path.exists():
@@ -531,10 +769,13 @@ def build_corpus(
 
     t0 = time.monotonic()
     split = textgen.split_train_test(
-        n_train, n_test, seed, params["test_seed"], min_words, max_words
-    )
+        n_train, n_test, seed, params["test_seed"], min_words, max_words,
+        n_dev=n_dev, dev_seed=params["dev_seed"],
+    )  # fmt: skip
     t_text = time.monotonic() - t0
-    jobs = plan_corpus(split.train, split.test, seed, params["variants"])
+    jobs = plan_corpus(split.train, split.test, seed, params["variants"], split.dev)
+    if skip_train_audio:
+        jobs = [j for j in jobs if j["kind"] == "eval"]
 
     for stale in (manifest, recipe_path):
         stale.unlink(missing_ok=True)
@@ -578,24 +819,42 @@ def corpus_stats(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     def hours(rs: Iterable[dict[str, Any]]) -> float:
         return round(sum(r["duration"] for r in rs) / 3600, 4)
 
+    def counts(values: Iterable[Any]) -> dict[str, int]:
+        return dict(sorted(Counter(values).items()))
+
     train = [r for r in rows if r["split"] == "train"]
     test = [r for r in rows if r["split"] == "test"]
+    dev = [r for r in rows if r["split"] == "dev"]
+    speech = [r for r in train if not r["empty"]]
     return {
         "rows": len(rows),
         "train_rows": len(train),
-        "train_speech_rows": sum(not r["empty"] for r in train),
+        "train_speech_rows": len(speech),
         "train_empty_rows": sum(r["empty"] for r in train),
         "test_rows": len(test),
         "test_utterances": len({r["utt"] for r in test}),
+        "dev_rows": len(dev),
+        "dev_utterances": len({r["utt"] for r in dev}),
         "hours_total": hours(rows),
         "hours_train": hours(train),
         "hours_test": hours(test),
+        "hours_dev": hours(dev),
         "hours_train_speech_unpadded": round(sum(r["speech_duration"] for r in train) / 3600, 4),
-        "train_aug": dict(sorted(Counter(r["aug"] for r in train if not r["empty"]).items())),
-        "train_empty_aug": dict(sorted(Counter(r["aug"] for r in train if r["empty"]).items())),
-        "train_dialect": dict(sorted(Counter(r["dialect"] for r in train if r["dialect"]).items())),
-        "test_condition": dict(sorted(Counter(r["condition"] for r in test).items())),
-        "test_dialect": dict(sorted(Counter(r["dialect"] for r in test).items())),
+        "train_aug": counts(r["aug"] for r in speech),
+        "train_speed_perturbed": sum("speed_factor" in r["aug_params"] for r in speech),
+        "train_aug_with_speed": counts(
+            r["aug"] for r in speech if "speed_factor" in r["aug_params"] and r["aug"] != "speed"
+        ),
+        "train_babble_talkers": counts(
+            str(r["aug_params"]["n_talkers"]) for r in speech if r["aug"] == "babble"
+        ),
+        "train_empty_aug": counts(r["aug"] for r in train if r["empty"]),
+        "train_dialect": counts(r["dialect"] for r in train if r["dialect"]),
+        "train_voice_fallbacks": sum("voice_fallback_from" in r for r in train),
+        "test_condition": counts(r["condition"] for r in test),
+        "test_dialect": counts(r["dialect"] for r in test),
+        "dev_condition": counts(r["condition"] for r in dev),
+        "dev_dialect": counts(r["dialect"] for r in dev),
         "duration_s": {
             "min": min((r["duration"] for r in rows), default=0.0),
             "max": max((r["duration"] for r in rows), default=0.0),
@@ -611,7 +870,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--out", required=True, help="output folder (e.g. data/corpus)")
     ap.add_argument("--n-train", type=int, default=12000, help="training sentences")
-    ap.add_argument("--n-test", type=int, default=300, help="test sentences (x4 conditions)")
+    ap.add_argument(
+        "--n-test", type=int, default=300,
+        help=f"test sentences (x{len(TEST_CONDITIONS)} conditions)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--n-dev", type=int, default=DEFAULT_N_DEV,
+        help="dev (tuning) sentences from a third seed, rendered like the test ones",
+    )  # fmt: skip
+    ap.add_argument(
+        "--skip-train-audio", action="store_true",
+        help="same text split and plan, but write only the test and dev rows",
+    )  # fmt: skip
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--min-words", type=int, default=4)
@@ -620,7 +890,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     recipe = build_corpus(
         a.out, a.n_train, a.n_test, a.seed, a.workers, a.min_words, a.max_words,
-        force=a.force, progress=True,
+        force=a.force, progress=True, n_dev=a.n_dev, skip_train_audio=a.skip_train_audio,
         command=" ".join(["python -m serve_app.modelbuild.synth", *(argv or sys.argv[1:])]),
     )  # fmt: skip
     if recipe.get("skipped"):
@@ -628,7 +898,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     c, t = recipe["counts"], recipe["timing_s"]
     print(
         f"{a.out}: {c['rows']} rows ({c['train_rows']} train incl. {c['train_empty_rows']} "
-        f"empty, {c['test_rows']} test), {c['hours_total']:.2f} h "
+        f"empty, {c['test_rows']} test, {c['dev_rows']} dev), {c['hours_total']:.2f} h "
         f"(train {c['hours_train']:.2f} h), generated in {t['total']:.1f} s"
     )
     return 0

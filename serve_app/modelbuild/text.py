@@ -38,6 +38,7 @@ WORDFREQ_TOP_N = 5000
 WORDFREQ_FLATTEN = 0.5
 COMPOSED_FRACTION = 0.25
 TEST_SEED_OFFSET = 7_919_007  # test sentences use seed + this (any fixed offset works)
+DEV_SEED_OFFSET = 15_485_863  # dev (tuning) sentences use seed + this
 
 # Tone marks as Unicode combining characters (after NFD).
 TONES: dict[str, str] = {
@@ -320,6 +321,9 @@ class Split:
     test_seed: int
     test_dropped_in_train: int = 0
     test_words_unseen: list[str] = field(default_factory=list)
+    dev: list[str] = field(default_factory=list)
+    dev_seed: int | None = None
+    dev_dropped: int = 0  # dev candidates dropped because they are in train or test
 
     @property
     def test_word_tokens_unseen_fraction(self) -> float:
@@ -336,7 +340,28 @@ class Split:
             "test_dropped_in_train": self.test_dropped_in_train,
             "test_word_types_unseen_in_train": len(self.test_words_unseen),
             "test_word_tokens_unseen_fraction": round(self.test_word_tokens_unseen_fraction, 5),
+            "n_dev": len(self.dev),
+            "dev_seed": self.dev_seed,
+            "dev_dropped_in_train_or_test": self.dev_dropped,
         }
+
+
+def draw_disjoint(
+    n: int, seed: int, exclude: set[str], min_words: int = 4, max_words: int = 14
+) -> tuple[list[str], int]:
+    """The first ``n`` sentences of ``generate_sentences(.., seed)`` that are not in
+    ``exclude``, and how many candidates were dropped on the way."""
+    m = max(2 * n, n + 16)
+    while True:
+        cands = generate_sentences(m, seed, min_words, max_words)
+        kept = [s for s in cands if s not in exclude]
+        if len(kept) >= n:
+            break
+        m *= 2
+    # count only the overlap within the prefix that was actually consumed
+    cut = cands.index(kept[n - 1]) + 1 if n else 0
+    dropped = sum(s in exclude for s in cands[:cut])
+    return kept[:n], dropped
 
 
 def split_train_test(
@@ -347,32 +372,33 @@ def split_train_test(
     min_words: int = 4,
     max_words: int = 14,
     train: Sequence[str] | None = None,
+    n_dev: int = 0,
+    dev_seed: int | None = None,
 ) -> Split:
     """Sentence-level split.  Test sentences come from a different seed, and any that also
     occur in the training list are dropped (so no test sentence is ever in training).
     ``test_words_unseen`` lists test words that never appear in training (informative only).
+
+    ``n_dev`` dev (tuning) sentences come from a third seed (``dev_seed``, default
+    ``seed + DEV_SEED_OFFSET``) and are disjoint from both train and test.  The test list
+    does not depend on ``n_dev``.
     """
     if test_seed is None:
         test_seed = seed + TEST_SEED_OFFSET
+    if dev_seed is None:
+        dev_seed = seed + DEV_SEED_OFFSET
     if test_seed == seed:
         raise ValueError("test_seed must differ from seed")
+    if n_dev and dev_seed in (seed, test_seed):
+        raise ValueError("dev_seed must differ from seed and test_seed")
     train_list = (
         list(train)
         if train is not None
         else generate_sentences(n_train, seed, min_words, max_words)
     )
     train_set = set(train_list)
-    m = max(2 * n_test, n_test + 16)
-    while True:
-        cands = generate_sentences(m, test_seed, min_words, max_words)
-        test = [s for s in cands if s not in train_set]
-        if len(test) >= n_test:
-            break
-        m *= 2
-    # count only the overlap within the prefix that was actually consumed
-    cut = cands.index(test[n_test - 1]) + 1 if n_test else 0
-    dropped = sum(s in train_set for s in cands[:cut])
-    test = test[:n_test]
+    test, dropped = draw_disjoint(n_test, test_seed, train_set, min_words, max_words)
+    dev, dev_dropped = draw_disjoint(n_dev, dev_seed, train_set | set(test), min_words, max_words)
     train_words = {w for s in train_list for w in s.split()}
     unseen = sorted({w for s in test for w in s.split()} - train_words)
-    return Split(train_list, test, seed, test_seed, dropped, unseen)
+    return Split(train_list, test, seed, test_seed, dropped, unseen, dev, dev_seed, dev_dropped)
