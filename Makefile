@@ -6,11 +6,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 MODEL_DIR ?= models/default
-# Debian packages as command:package, each installed only when its command is missing.
-# espeak-ng synthesises the training/test speech, ffmpeg decodes m4a/aac and makes the MP3
-# round trips; the tests also need chromium + chromedriver (the UI end-to-end test) and
+# Debian packages as command:package (or file:package), each installed only when that
+# command or file is missing. espeak-ng synthesises the training/test speech, ffmpeg decodes
+# m4a/aac and makes the MP3 round trips, hunspell-vi's syllable list is one source of the
+# decoder's lexicon and LM (`vi-asr build-lm`); the tests also need chromium + chromedriver (the UI end-to-end test) and
 # prometheus + promtool (the observability test, `make observe`).
-SERVE_APT := espeak-ng:espeak-ng ffmpeg:ffmpeg
+SERVE_APT := espeak-ng:espeak-ng ffmpeg:ffmpeg /usr/share/hunspell/vi_VN.dic:hunspell-vi
 TEST_APT := $(SERVE_APT) chromium:chromium chromedriver:chromium-driver prometheus:prometheus
 
 .PHONY: help setup install system-deps test-deps model serve ui observe bench kuberay deploy-tools test lint format clean-model
@@ -26,7 +27,8 @@ help:
 
 define apt_install
 	@missing=""; \
-	for pair in $(1); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	for pair in $(1); do what=$${pair%%:*}; \
+		command -v $$what >/dev/null || [ -e $$what ] || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "apt-get install$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -50,10 +52,14 @@ install: $(VENV)/.installed-dev
 
 setup: system-deps install model
 
-model: $(MODEL_DIR)/config.json
+model: $(MODEL_DIR)/config.json $(MODEL_DIR)/lm.arpa
 
 $(MODEL_DIR)/config.json: | install
 	$(VENV)/bin/vi-asr build-model --out $(MODEL_DIR)
+
+# build-model writes the lexicon + LM too; this adds them to a bundle built before they existed.
+$(MODEL_DIR)/lm.arpa: | $(MODEL_DIR)/config.json
+	$(VENV)/bin/vi-asr build-lm --model $(MODEL_DIR)
 
 # The Ray Serve graph on 127.0.0.1:8000 (serve_config.yaml). `serve run` starts a local Ray
 # cluster and stops it again on Ctrl-C. ASR_API_KEY, when set, guards the POST routes.

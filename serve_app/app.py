@@ -92,7 +92,12 @@ def build_app(args: AppArgs | dict | None = None) -> Application:
         sample_rate=bundle.config.sample_rate,
         max_upload_bytes=args.max_upload_bytes,
         max_duration_s=args.max_duration_s,
-        details={"pad_to_30s": bundle.config.pad_to_30s},
+        details={
+            "pad_to_30s": bundle.config.pad_to_30s,
+            # The bundle's decoding; the Decoder's user_config may override it live.
+            "decoder": bundle.config.decoder_settings.to_dict(),
+            "language_model": bool(bundle.config.lm_files),
+        },
     )
     settings = ApiSettings(
         api_key=args.api_key,

@@ -51,6 +51,8 @@ def _cmd_train_head(args: argparse.Namespace) -> int:
             str(args.n_train),
             "--n-test",
             str(args.n_test),
+            "--n-dev",
+            str(args.n_dev),
             "--seed",
             str(args.seed),
             "--workers",
@@ -69,6 +71,8 @@ def _cmd_train_head(args: argparse.Namespace) -> int:
             str(args.out),
             "--epochs",
             str(args.epochs),
+            "--conv-blocks",
+            str(args.conv_blocks),
         ]
     )
     return 0
@@ -167,9 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, default=Path("serve_app/assets/head"))
     t.add_argument("--n-train", type=int, default=12000)
     t.add_argument("--n-test", type=int, default=300)
+    t.add_argument("--n-dev", type=int, default=300, help="dev sentences: per-epoch scores")
     t.add_argument("--seed", type=int, default=1234)
     t.add_argument("--workers", type=int, default=2)
     t.add_argument("--epochs", type=int, default=5)
+    t.add_argument("--conv-blocks", type=int, default=2)
     t.set_defaults(func=_cmd_train_head)
 
     for name, func, help_ in (

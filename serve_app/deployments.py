@@ -159,9 +159,7 @@ class Encoder:
         return "ok"
 
 
-@serve.deployment(
-    ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=16, user_config={}
-)
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=16, user_config={})
 class Decoder:
     """CTC decoding (greedy, or beam search with the bundle's lexicon + LM), word times,
     stitching of windows. `user_config` overrides the bundle's decoder settings live."""

@@ -10,7 +10,7 @@ from ray.exceptions import RayTaskError
 from ray.serve.exceptions import BackPressureError
 
 from serve_app.api import ServiceInfo, ServiceUnavailable
-from serve_app.deployments import BatchingConfig, Encoder, ServePipeline
+from serve_app.deployments import BatchingConfig, Decoder, Encoder, ServePipeline
 from serve_app.encoder import OnnxEncoder
 from serve_app.errors import CorruptAudioError
 from serve_app.formats import Transcript
@@ -119,3 +119,22 @@ def test_health_reports_each_stage():
     stages = asyncio.run(pipeline.health())
     assert stages["preprocessor"] == "ok" and stages["decoder"] == "ok"
     assert stages["encoder"].startswith("RuntimeError")
+
+
+@pytest.mark.slow
+def test_decoder_user_config_overrides_the_bundle_settings_live(default_bundle):
+    decoder = Decoder.func_or_class(str(default_bundle))
+    bundle_settings = decoder.bundle.config.decoder_settings
+    assert decoder.settings() == bundle_settings.to_dict()
+    assert bundle_settings.kind == "beam"  # the default bundle ships its LM
+
+    decoder.reconfigure({"kind": "greedy"})
+    assert decoder.settings()["kind"] == "greedy"
+    decoder.reconfigure({"lm_weight": 1.25})  # back to the bundle's kind, one weight changed
+    assert decoder.settings() == {**bundle_settings.to_dict(), "lm_weight": 1.25}
+    decoder.reconfigure({})
+    assert decoder.settings() == bundle_settings.to_dict()
+    for bad in ({"kind": "viterbi"}, {"beam_width": 0}, {"beam": 4}):
+        with pytest.raises(ValueError):
+            decoder.reconfigure(bad)
+    assert decoder.settings() == bundle_settings.to_dict()  # a bad update changes nothing

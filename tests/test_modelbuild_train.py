@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def test_tiny_training_run_builds_a_working_bundle(tmp_path):
     corpus, cache, head_dir = tmp_path / "corpus", tmp_path / "cache", tmp_path / "head"
-    build_corpus(corpus, n_train=6, n_test=2, seed=7, workers=1)
+    build_corpus(corpus, n_train=6, n_test=2, seed=7, workers=1, n_dev=2)
     train.main(["encode", "--corpus", str(corpus), "--cache", str(cache), "--threads", "1"])
 
     index = json.loads((cache / "train.index.json").read_text())
@@ -46,7 +46,7 @@ def test_tiny_training_run_builds_a_working_bundle(tmp_path):
     manifest = json.loads((head_dir / "manifest.json").read_text())
     assert manifest["fit"]["head"]["hidden"] == 32
     assert len(manifest["history"]) == 1
-    assert set(manifest["history"][0]["test"]) >= {"clean"}
+    assert set(manifest["history"][0]["dev"]) >= {"clean"}
     assert manifest["corpus_summary"]["counts"]["train_speech_rows"] == 6
 
     head, spec = load_head(head_dir)

@@ -219,6 +219,22 @@ def test_api_key_is_required_on_post_routes(base_url):
         assert len(response.headers.get_list("x-request-id")) == 1
 
 
+def test_the_shipped_lm_decodes_over_http(base_url, default_bundle, reference):
+    """The default bundle carries its lexicon + LM; the Decoder beam-searches with them, and
+    every word it returns is a lexicon word with times inside the clip."""
+    from serve_app.bundle import load_bundle
+    from serve_app.decoding import read_lexicon
+
+    bundle = load_bundle(default_bundle)
+    lexicon = set(read_lexicon(default_bundle / bundle.config.lm_files[0]))
+    model = httpx.get(f"{base_url}/models", timeout=10).json()["data"][0]
+    assert model["language_model"] is True and model["decoder"]["kind"] == "beam"
+    body = post_clip(base_url, "south_48k.ogg").json()
+    assert body["text"] == reference["south_48k.ogg"]["text"]
+    assert body["words"] and all(w["word"] in lexicon for w in body["words"])
+    assert all(0 <= w["start"] < w["end"] <= body["duration"] for w in body["words"])
+
+
 def test_info_routes(base_url):
     assert httpx.get(f"{base_url}/").json()["auth"] == "bearer"
     assert httpx.get(f"{base_url}/models").json()["data"][0]["id"]

@@ -6,7 +6,9 @@ Two steps, both resumable:
    head reads (LayerNorm-ed, fp16, one memory-mapped array per split). Clips were padded to
    a multiple of 0.5 s, so equal-length clips batch without artificial padding.
 2. `fit`: train only the head on the cache with CTC loss, evaluate greedy CER/WER on the
-   held-out sentences, and save the head (npz + json) with its manifest.
+   dev split after every epoch (the test split is never looked at here: it is scored once,
+   on the built bundle, by `python -m serve_app.modelbuild.heldout`), and save the head
+   (npz + json) with its manifest.
 """
 
 from __future__ import annotations
@@ -140,7 +142,7 @@ def encode_corpus(corpus: Path, cache_dir: Path, layers: tuple[int, ...], thread
     cache_dir.mkdir(parents=True, exist_ok=True)
     rows = _read_manifest(corpus)
     encoder = load_whisper_base_encoder()
-    for split in ("train", "test"):
+    for split in ("train", "dev"):
         out = cache_dir / split
         if Path(str(out) + ".index.json").exists():
             print(f"cache {out} exists, skipping")
@@ -220,7 +222,7 @@ def fit(cache_dir: Path, cfg: FitConfig, vocab: CharVocabulary) -> tuple[torch.n
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
-    train, test = CachedSplit(cache_dir, "train"), CachedSplit(cache_dir, "test")
+    train, dev = CachedSplit(cache_dir, "train"), CachedSplit(cache_dir, "dev")
     pos = [train.layers.index(k) for k in cfg.head.cached_layers]
     d_model = train.data.shape[-1]
     head = cfg.head.build(d_model, vocab.size)
@@ -263,13 +265,13 @@ def fit(cache_dir: Path, cfg: FitConfig, vocab: CharVocabulary) -> tuple[torch.n
                     f"({time.time() - t0:.0f} s)",
                     flush=True,
                 )
-        scores = evaluate(head, cfg.head, test, vocab)
+        scores = evaluate(head, cfg.head, dev, vocab)
         history.append(
             {
                 "epoch": epoch + 1,
                 "loss": float(np.mean(losses)),
                 "seconds": round(time.time() - t0, 1),
-                "test": scores,
+                "dev": scores,
             }
         )
         print(json.dumps(history[-1]), flush=True)
