@@ -185,6 +185,11 @@ class Transcriber:
 
     def transcribe_prepared(self, prepared: Sequence[Prepared]) -> list[Transcript]:
         """Encode every window of every recording together, then decode each recording."""
+        per_rec = self.encode_prepared(prepared)
+        return [self.decoder(p, lp) for p, lp in zip(prepared, per_rec, strict=True)]
+
+    def encode_prepared(self, prepared: Sequence[Prepared]) -> list[list[np.ndarray | None]]:
+        """Log-probs per window of each recording (None for silent windows), encoded together."""
         jobs = [
             (i, j, w.features)
             for i, p in enumerate(prepared)
@@ -195,4 +200,4 @@ class Transcriber:
         per_rec: list[list[np.ndarray | None]] = [[None] * len(p.windows) for p in prepared]
         for (i, j, _), out in zip(jobs, outputs, strict=True):
             per_rec[i][j] = out
-        return [self.decoder(p, lp) for p, lp in zip(prepared, per_rec, strict=True)]
+        return per_rec

@@ -107,20 +107,9 @@ def encode_rows(transcriber: Transcriber, corpus: Path, rows: list[dict]) -> Enc
         batch = [
             transcriber.preprocessor((corpus / r["audio"]).read_bytes()) for r in rows[b:][:BATCH]
         ]
-        jobs = [
-            (i, j)
-            for i, p in enumerate(batch)
-            for j, w in enumerate(p.windows)
-            if w.features is not None
-        ]
         t0 = time.perf_counter()
-        outputs = (
-            transcriber.encoder.run([batch[i].windows[j].features for i, j in jobs]) if jobs else []
-        )
+        per_rec = transcriber.encode_prepared(batch)
         seconds += time.perf_counter() - t0
-        per_rec: list[list[np.ndarray | None]] = [[None] * len(p.windows) for p in batch]
-        for (i, j), out in zip(jobs, outputs, strict=True):
-            per_rec[i][j] = out
         prepared += batch
         log_probs += per_rec
     return Encoded(rows, prepared, log_probs, seconds)
