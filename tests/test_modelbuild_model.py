@@ -13,6 +13,21 @@ from serve_app.modelbuild.weights import model_bin_parts, package_data_dir
 pytestmark = pytest.mark.slow
 
 
+# Two fp32 implementations of the same encoder sum in different orders, and how depends on
+# the CPU's vector width: on this project's machines the largest difference was 6e-4 here
+# and above 1e-3 on CI's, for outputs up to ~24 in size. Bound both the worst element
+# (relative to the output's scale) and the overall relative error.
+MAX_ABS_REL_TO_SCALE = 2e-4
+MAX_RELATIVE_L2 = 1e-5
+
+
+def assert_same_encoding(ours: np.ndarray, ref: np.ndarray) -> None:
+    diff = np.abs(ours - ref)
+    scale = np.abs(ref).max()
+    assert diff.max() <= MAX_ABS_REL_TO_SCALE * scale, (diff.max(), scale)
+    assert np.linalg.norm(ours - ref) <= MAX_RELATIVE_L2 * np.linalg.norm(ref)
+
+
 @pytest.fixture(scope="module")
 def mel_30s() -> torch.Tensor:
     gen = torch.Generator().manual_seed(0)
@@ -37,7 +52,7 @@ def test_state_dict_loads_into_transformers(whisper_encoder, mel_30s):
     with torch.no_grad():
         ref = hf(mel_30s).last_hidden_state
         ours, _ = whisper_encoder(mel_30s, torch.tensor([3000]))
-    assert torch.allclose(ours[-1], ref, atol=1e-3)
+    assert_same_encoding(ours[-1].numpy(), ref.numpy())
 
 
 def test_encoder_matches_ctranslate2(whisper_encoder, mel_30s, tmp_path):
@@ -55,7 +70,7 @@ def test_encoder_matches_ctranslate2(whisper_encoder, mel_30s, tmp_path):
     ref = np.array(model.encode(ctranslate2.StorageView.from_array(mel_30s.numpy()), to_cpu=True))
     with torch.no_grad():
         ours, _ = whisper_encoder(mel_30s, torch.tensor([3000]))
-    assert np.abs(ours[-1].numpy() - ref).max() < 1e-3
+    assert_same_encoding(ours[-1].numpy(), ref)
 
 
 def test_short_input_equals_batched_with_padding(whisper_encoder):
