@@ -88,14 +88,15 @@ def test_arpa_is_normalised_and_kenlm_reads_what_was_written(tmp_path):
     model = lm.estimate(counts)
     vocab = [*model.words, EOS]
 
-    def prob(history: str, word: str) -> float:
-        if (history, word) in model.bigram:
-            return 10 ** model.bigram[(history, word)]
-        return 10 ** (model.backoff.get(history, 0.0) + model.unigram[word])
+    def prob(*history_and_word: str) -> float:
+        *history, word = history_and_word
+        return 10 ** model.score(history, word)
 
-    for history in [BOS, *model.words]:
-        total = sum(prob(history, w) for w in [*vocab, UNK])
+    histories = [(BOS,), *((w,) for w in model.words), (BOS, "cá"), ("bà", "ăn"), ("ăn", "bà")]
+    for history in histories:
+        total = sum(prob(*history, w) for w in [*vocab, UNK])
         assert total == pytest.approx(1.0, abs=1e-6), history
+    assert ("cá", "ăn", "cỏ") in model.logprob and ("ăn", "bà") not in model.logprob
 
     arpa = tmp_path / "lm.arpa"
     lm.write_arpa(model, arpa)
@@ -104,8 +105,12 @@ def test_arpa_is_normalised_and_kenlm_reads_what_was_written(tmp_path):
     state = kenlm.start(False)
     state, score = kenlm.score(state, words.get_index("cá"))
     assert score == pytest.approx(math.log10(prob(BOS, "cá")), abs=1e-5)
-    _, score = kenlm.score(state, words.get_index("ăn"))
-    assert score == pytest.approx(math.log10(prob("cá", "ăn")), abs=1e-5)
+    state, score = kenlm.score(state, words.get_index("ăn"))
+    assert score == pytest.approx(math.log10(prob(BOS, "cá", "ăn")), abs=1e-5)
+    state, score = kenlm.score(state, words.get_index("cỏ"))  # a listed trigram
+    assert score == pytest.approx(math.log10(prob("cá", "ăn", "cỏ")), abs=1e-5)
+    _, score = kenlm.score(state, words.get_index("bà"))  # backs off twice
+    assert score == pytest.approx(math.log10(prob("ăn", "cỏ", "bà")), abs=1e-5)
 
 
 def test_beam_decodes_words_with_the_frames_of_their_tokens(tmp_path):

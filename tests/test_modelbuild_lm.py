@@ -27,7 +27,7 @@ def bundle_copy(default_bundle: Path, dest: Path) -> Path:
     dest.mkdir()
     for item in default_bundle.iterdir():
         if item.suffix == ".onnx":
-            os.symlink(item, dest / item.name)
+            os.symlink(item.resolve(), dest / item.name)
         else:
             shutil.copy(item, dest / item.name)
     return dest
@@ -52,8 +52,11 @@ def test_default_sources_are_installed_and_their_licences_recorded():
     composed_only = sorted(lm.composed_inventory() - set(frequencies))
     assert composed_only and all(w in model.unigram for w in composed_only)
     assert model.unigram["không"] > max(model.unigram[w] for w in composed_only)
-    assert ("học", "sinh") in model.bigram
-    assert model.bigram[("việt", "nam")] > model.unigram["nam"]
+    assert ("học", "sinh") in model.logprob
+    assert model.score(["việt"], "nam") > model.unigram["nam"]
+    # Running text of the training documents: trigrams, and never a dev/test document.
+    assert "running text: train documents" in names
+    assert model.score(["người", "lao"], "động") > model.score(["lao"], "động")
 
 
 @pytest.mark.slow

@@ -249,7 +249,7 @@ def test_build_corpus_manifest_and_idempotency(tmp_path: Path) -> None:
     assert stored["counts"]["train_aug"] == dict(
         sorted(Counter(r["aug"] for r in train if not r["empty"]).items())
     )
-    assert stored["params"]["seed"] == 5 and stored["params"]["recipe_version"] == 3
+    assert stored["params"]["seed"] == 5 and stored["params"]["recipe_version"] == 4
     assert stored["text_split"]["n_dev"] == 2
     # idempotent: same params -> skipped, files untouched
     mtime = (out / "manifest.jsonl").stat().st_mtime_ns

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from serve_app.bundle import load_bundle
-from serve_app.modelbuild import train
+from serve_app.modelbuild import ablate, train
 from serve_app.modelbuild.build import build_default_bundle, load_head
-from serve_app.modelbuild.synth import build_corpus
+from serve_app.modelbuild.synth import TEST_CONDITIONS, build_corpus
 from serve_app.tokenizer import CharVocabulary
 from serve_app.transcriber import Transcriber
 
@@ -24,9 +24,10 @@ def test_tiny_training_run_builds_a_working_bundle(tmp_path):
 
     index = json.loads((cache / "train.index.json").read_text())
     cached = np.load(cache / "train.npy", mmap_mode="r")
-    assert index["layers"] == list(train.MIX_LAYERS)
+    assert index["layers"] == list(train.CACHE_LAYERS)
     assert cached.shape[0] == sum(r["frames"] for r in index["rows"])
-    assert cached.shape[1:] == (len(train.MIX_LAYERS), 512)
+    assert cached.shape[1:] == (len(train.CACHE_LAYERS), 512)
+    assert not (cache / "test.npy").exists()  # the test split only when asked for
 
     train.main(
         [
@@ -46,7 +47,10 @@ def test_tiny_training_run_builds_a_working_bundle(tmp_path):
     manifest = json.loads((head_dir / "manifest.json").read_text())
     assert manifest["fit"]["head"]["hidden"] == 32
     assert len(manifest["history"]) == 1
-    assert set(manifest["history"][0]["dev"]) >= {"clean"}
+    dev = manifest["history"][0]["dev"]
+    assert {"all", "condition=clean", "condition=babble", "text=composed"} <= set(dev)
+    assert dev["condition=clean"]["n"] == 2 and dev["all"]["n"] == 2 * len(TEST_CONDITIONS)
+    assert "test" not in manifest
     assert manifest["corpus_summary"]["counts"]["train_speech_rows"] == 6
 
     head, spec = load_head(head_dir)
@@ -59,3 +63,43 @@ def test_tiny_training_run_builds_a_working_bundle(tmp_path):
     t = Transcriber(bundle, precision="fp32")
     audio = corpus / json.loads((corpus / "manifest.jsonl").read_text().splitlines()[0])["audio"]
     assert t.transcribe(audio.read_bytes()).duration > 0.5  # an untrained head: text is noise
+
+
+def test_ablation_variant_scores_the_test_split_once(tmp_path):
+    """A dilated 3-block head on a wider layer mix and half the rows, through ablate.py."""
+    corpus, cache, out = tmp_path / "corpus", tmp_path / "cache", tmp_path / "ablation"
+    build_corpus(corpus, n_train=8, n_test=1, seed=3, workers=1, n_dev=1)
+    splits = ["--splits", "train", "dev", "test"]
+    train.main(["encode", "--corpus", str(corpus), "--cache", str(cache), *splits])
+    n_train = len(json.loads((cache / "train.index.json").read_text())["rows"])
+    assert train.CachedSplit(cache, "train", 0.5).rows != train.CachedSplit(cache, "train").rows
+
+    ablate.VARIANTS["tiny"] = (
+        "test variant",
+        [
+            *("--train-fraction", "0.5", "--conv-blocks", "3", "--conv-dilation", "2"),
+            *("--mix-layers", "1", "2", "3", "4", "5", "6", "--hidden", "16"),
+        ],
+    )
+    try:
+        ablate.main(
+            [*("--cache", str(cache), "--corpus", str(corpus), "--out", str(out)),
+             *("--epochs", "1", "--only", "tiny")]
+        )  # fmt: skip
+    finally:
+        del ablate.VARIANTS["tiny"]
+    manifest = json.loads((out / "tiny" / "manifest.json").read_text())
+    assert 0 < manifest["train_rows"] < n_train
+    assert manifest["test"]["all"]["n"] == len(TEST_CONDITIONS)
+    table = (out / "ablation.md").read_text()
+    assert "| tiny | test variant |" in table
+
+    head, spec = load_head(out / "tiny")
+    assert spec["conv_dilation"] == 2 and spec["mix_layers"] == [1, 2, 3, 4, 5, 6]
+    assert [c.dilation[0] for c in head.convs] == [1, 2, 4]
+    bundle = load_bundle(
+        build_default_bundle(tmp_path / "b", head_dir=out / "tiny", with_int8=False)
+    )
+    lone = Transcriber(bundle, precision="fp32")
+    audio = corpus / "audio" / "000000.flac"
+    assert lone.transcribe(audio.read_bytes()).duration > 0.5

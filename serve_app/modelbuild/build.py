@@ -31,6 +31,7 @@ def load_head(head_dir: Path = HEAD_DIR) -> tuple[torch.nn.Module, dict]:
         mix_layers=tuple(spec["mix_layers"]),
         conv_kernel=spec["conv_kernel"],
         conv_blocks=spec["conv_blocks"],
+        conv_dilation=spec.get("conv_dilation", 1),
     )
     with np.load(head_dir / "head.npz") as arrays:
         sd = {k: torch.from_numpy(arrays[k].astype(np.float32)) for k in arrays.files}

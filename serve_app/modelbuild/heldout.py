@@ -64,8 +64,9 @@ def fold_homophones(text: str) -> str:
 
 
 def split_rows(corpus: Path, split: str = "test") -> list[dict]:
+    """The rows of one split, each with `path`: its audio file."""
     rows = [json.loads(x) for x in (corpus / "manifest.jsonl").read_text().splitlines() if x]
-    return [r for r in rows if r["split"] == split]
+    return [{**r, "path": str(corpus / r["audio"])} for r in rows if r["split"] == split]
 
 
 def test_rows(corpus: Path) -> list[dict]:
@@ -99,14 +100,12 @@ class Encoded:
         return sum(p.duration_s for p in self.prepared)
 
 
-def encode_rows(transcriber: Transcriber, corpus: Path, rows: list[dict]) -> Encoded:
+def encode_rows(transcriber: Transcriber, rows: list[dict]) -> Encoded:
     prepared: list[Prepared] = []
     log_probs: list[list[np.ndarray | None]] = []
     seconds = 0.0
     for b in range(0, len(rows), BATCH):
-        batch = [
-            transcriber.preprocessor((corpus / r["audio"]).read_bytes()) for r in rows[b:][:BATCH]
-        ]
+        batch = [transcriber.preprocessor(Path(r["path"]).read_bytes()) for r in rows[b:][:BATCH]]
         t0 = time.perf_counter()
         per_rec = transcriber.encode_prepared(batch)
         seconds += time.perf_counter() - t0
@@ -125,7 +124,10 @@ def decode_encoded(decoder: Decoder, encoded: Encoded) -> tuple[list[str], float
 def score(rows: Sequence[dict], hyps: Sequence[str]) -> dict:
     groups: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
+        kind = r.get("text_kind", "composed")
         groups[f"condition={r['condition']}"].append(i)
+        groups[f"text={kind}"].append(i)
+        groups[f"text={kind},condition={r['condition']}"].append(i)
         if r["condition"] == "clean":
             groups[f"clean,dialect={r['dialect']}"].append(i)
     groups["all"] = list(range(len(rows)))
@@ -161,14 +163,15 @@ def decoder_variants(transcriber: Transcriber, names: Sequence[str]) -> dict[str
 
 
 def score_bundle(
-    corpus: Path,
+    corpora: Sequence[Path],
     model: Path,
     precision: str,
     decoders: Sequence[str] = ("greedy",),
     split: str = "test",
 ) -> list[dict]:
     transcriber = Transcriber(model, precision=precision)
-    encoded = encode_rows(transcriber, corpus, split_rows(corpus, split))
+    rows = [r for corpus in corpora for r in split_rows(corpus, split)]
+    encoded = encode_rows(transcriber, rows)
     reports = []
     for name, settings in decoder_variants(transcriber, decoders).items():
         transcriber.decoder.reconfigure(settings)
@@ -188,7 +191,12 @@ def score_bundle(
             "decode_cpu_ms_per_audio_s": round(1000 * decode_s / encoded.audio_seconds, 3),
         }
         report["examples"] = [
-            {"ref": rows[i]["text"], "hyp": hyps[i], "condition": rows[i]["condition"]}
+            {
+                "ref": rows[i]["text"],
+                "hyp": hyps[i],
+                "condition": rows[i]["condition"],
+                "text_kind": rows[i].get("text_kind", "composed"),
+            }
             for i in range(0, len(rows), max(1, len(rows) // 12))
         ]
         reports.append(report)
@@ -197,7 +205,13 @@ def score_bundle(
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m serve_app.modelbuild.heldout")
-    p.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    p.add_argument(
+        "--corpus",
+        type=Path,
+        nargs="+",
+        default=[Path("data/corpus")],
+        help="corpora whose test rows are scored together (e.g. data/corpus data/corpus_ood)",
+    )
     p.add_argument("--model", type=Path, nargs="+", default=[Path("models/default")])
     p.add_argument("--precision", nargs="+", default=["fp32", "int8"])
     p.add_argument("--decoder", nargs="+", default=["greedy", "beam"], choices=["greedy", "beam"])
@@ -209,7 +223,8 @@ def main(argv: list[str] | None = None) -> None:
         help="head manifest.json to record the figures in (its `measured` field)",
     )
     args = p.parse_args(argv)
-    write_condition_manifests(args.corpus)
+    for corpus in args.corpus:
+        write_condition_manifests(corpus)
     reports = []
     for model in args.model:
         for precision in args.precision:

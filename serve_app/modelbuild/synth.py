@@ -67,10 +67,11 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from serve_app.modelbuild import augment as A
+from serve_app.modelbuild import running_text
 from serve_app.modelbuild import text as textgen
 from serve_app.modelbuild.augment import PEAK_LIMIT, limit_peak, speech_power
 
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 SAMPLE_RATE = 16000
 PAD_MULTIPLE_S = 0.5
 DIALECTS: tuple[str, ...] = ("vi", "vi-vn-x-central", "vi-vn-x-south")
@@ -140,6 +141,7 @@ TEST_PINK_SNR_DB = 10.0
 TEST_QUIET_DB = -25.0
 TEST_CLIP_LEVEL = 0.3
 DEFAULT_N_DEV = 300  # command line default (build_corpus defaults to no dev split)
+DEFAULT_NATURAL = (12000, 300, 300)  # natural train / test / dev sentences (command line)
 
 
 # --------------------------------------------------------------------------- espeak
@@ -426,9 +428,11 @@ def plan_corpus(
     seed: int,
     variants: Sequence[str],
     dev: Sequence[str] = (),
+    natural: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     """Deterministic job list: one job per training row / empty row / test or dev
-    utterance.  Babble talkers say training sentences (test ones when there are none)."""
+    utterance.  Babble talkers say training sentences (test ones when there are none).
+    Sentences in ``natural`` are marked ``text_kind: natural``, the others ``composed``."""
     jobs: list[dict[str, Any]] = []
     augs = list(AUG_WEIGHTS)
     probs = np.array([AUG_WEIGHTS[a] for a in augs])
@@ -455,6 +459,7 @@ def plan_corpus(
             if rng.random() < GAP_PROB else 0,
             "aug": aug, "aug_params": _aug_params(aug, rng),
             "lead_s": lead, "trail_s": trail, "noise_seed": [seed, STREAM_TRAIN_NOISE, i],
+            "text_kind": text_kind(sentence, natural),
         })  # fmt: skip
         if aug == "babble":
             n = jobs[-1]["aug_params"]["n_talkers"]
@@ -482,8 +487,13 @@ def plan_corpus(
     for split, sentences in (("test", test), ("dev", dev)):
         for j, sentence in enumerate(sentences):
             jobs.append(_eval_job(split, j, sentence, row, seed, variants, pool))
+            jobs[-1]["text_kind"] = text_kind(sentence, natural)
             row += len(TEST_CONDITIONS)
     return jobs
+
+
+def text_kind(sentence: str, natural: frozenset[str]) -> str:
+    return "natural" if sentence in natural else "composed"
 
 
 def condition_aug(cond: str, job: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -520,6 +530,7 @@ def _row(job: dict[str, Any], rid: int, audio: np.ndarray, **extra: Any) -> dict
         "audio": f"audio/{rid:06d}.flac",
         "text": job["text"],
         "split": job["split"],
+        "text_kind": job.get("text_kind", "empty"),
     }
     if "dialect" in job:
         out.update(
@@ -634,8 +645,12 @@ def corpus_params(
     max_words: int = 14,
     n_dev: int = 0,
     skip_train_audio: bool = False,
+    natural: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Everything that determines the corpus content (compared for idempotency)."""
+    """Everything that determines the corpus content (compared for idempotency).
+    ``natural``: how many natural sentences (serve_app/modelbuild/running_text.py) each
+    split gets on top of the composed ones ({"train": n, "test": n, "dev": n})."""
+    natural = natural or {"train": 0, "test": 0, "dev": 0}
     return {
         "recipe_version": RECIPE_VERSION,
         "n_train": n_train,
@@ -652,6 +667,12 @@ def corpus_params(
             "wordfreq_flatten": textgen.WORDFREQ_FLATTEN,
             "composed_fraction": textgen.COMPOSED_FRACTION,
             "license_note": "wordfreq: code Apache-2.0, data CC-BY-SA 4.0",
+        },
+        "natural": {
+            **natural,
+            "seed_offset": running_text.NATURAL_SEED_OFFSET,
+            "syllables": [running_text.SPEECH_MIN_SYLLABLES, running_text.SPEECH_MAX_SYLLABLES],
+            "sources": running_text.sources_summary() if any(natural.values()) else [],
         },
         "espeak": espeak_version(),
         "dialects": list(DIALECTS),
@@ -734,18 +755,23 @@ def build_corpus(
     command: str | None = None,
     n_dev: int = 0,
     skip_train_audio: bool = False,
+    natural: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Generate the corpus into ``out`` and return the recipe.
 
     ``n_dev`` dev sentences (a third seed, disjoint from train and test) are rendered like
-    the test ones.  ``skip_train_audio`` computes the same text split and plan (same test/dev
-    sentences, voices and row ids as a full run) but writes only the test and dev rows.
+    the test ones.  ``natural`` adds natural sentences per split (``{"train": n, "test": n,
+    "dev": n}``, from :mod:`running_text`, split by document) after the composed ones, so
+    the composed rows keep their random streams.  ``skip_train_audio`` computes the same
+    text split and plan (same test/dev sentences, voices and row ids as a full run) but
+    writes only the test and dev rows.
 
     Idempotent: when ``out/manifest.jsonl`` exists and ``out/recipe.json`` has the same
     ``params``, nothing is regenerated and the stored recipe is returned (``skipped``).
 
     Manifest rows: ``id, audio, text, split, voice, dialect, variant, speed, pitch, gap,
-    aug, aug_params, empty, speech_duration, lead_s, trail_s, duration`` plus, for test and
+    aug, aug_params, empty, speech_duration, lead_s, trail_s, duration, text_kind``
+    (composed | natural | empty) plus, for test and
     dev rows, ``condition`` (one of TEST_CONDITIONS) and ``utt`` (shared by the conditions
     of one utterance).  ``aug`` is one of AUG_WEIGHTS (for test/dev rows the kind behind the
     condition, e.g. ``speed`` for ``tempo_slow``), or silence|noise for empty rows.
@@ -755,7 +781,9 @@ def build_corpus(
     ``speed`` is the espeak-ng rate (words per minute), not the perturbation factor.
     """
     out = Path(out)
-    params = corpus_params(n_train, n_test, seed, min_words, max_words, n_dev, skip_train_audio)
+    params = corpus_params(
+        n_train, n_test, seed, min_words, max_words, n_dev, skip_train_audio, natural
+    )
     manifest = out / "manifest.jsonl"
     recipe_path = out / "recipe.json"
     if not force and manifest.exists() and recipe_path.exists():
@@ -772,8 +800,21 @@ def build_corpus(
         n_train, n_test, seed, params["test_seed"], min_words, max_words,
         n_dev=n_dev, dev_seed=params["dev_seed"],
     )  # fmt: skip
+    nat = params["natural"]
+    extra = (
+        running_text.natural_split(nat["train"], nat["test"], nat["dev"], seed)
+        if any(nat[k] for k in ("train", "test", "dev"))
+        else {"train": [], "test": [], "dev": []}
+    )
     t_text = time.monotonic() - t0
-    jobs = plan_corpus(split.train, split.test, seed, params["variants"], split.dev)
+    jobs = plan_corpus(
+        [*split.train, *extra["train"]],
+        [*split.test, *extra["test"]],
+        seed,
+        params["variants"],
+        [*split.dev, *extra["dev"]],
+        frozenset(s for v in extra.values() for s in v),
+    )
     if skip_train_audio:
         jobs = [j for j in jobs if j["kind"] == "eval"]
 
@@ -815,6 +856,41 @@ def build_corpus(
     return recipe
 
 
+OOD_SEED_OFFSET = 31_337  # the out-of-domain test set's voices and noise use seed + this
+
+
+def build_ood_corpus(
+    out: str | os.PathLike[str], n: int, seed: int, workers: int = 2, progress: bool = False
+) -> dict[str, Any]:
+    """A test-only corpus of ``n`` out-of-domain natural sentences
+    (:func:`running_text.ood_clauses`, text the LM never reads), rendered under every
+    TEST_CONDITIONS value like the main test split (``text_kind: ood``). Scoring only."""
+    out = Path(out)
+    sentences = running_text.ood_sample(n, seed)
+    _, source = running_text.ood_clauses()
+    params = {"recipe_version": RECIPE_VERSION, "ood": n, "seed": seed,
+              "seed_offset": OOD_SEED_OFFSET, "source": source.__dict__,
+              "espeak": espeak_version(), "variants": list(available_variants()),
+              "test_conditions": list(TEST_CONDITIONS)}  # fmt: skip
+    recipe_path = out / "recipe.json"
+    if recipe_path.exists() and json.loads(recipe_path.read_text()).get("params") == params:
+        return {**json.loads(recipe_path.read_text()), "skipped": True}
+    jobs = plan_corpus([], sentences, seed + OOD_SEED_OFFSET, params["variants"])
+    for job in jobs:
+        job["text_kind"] = "ood"
+    if (out / "audio").exists():
+        shutil.rmtree(out / "audio")
+    (out / "audio").mkdir(parents=True)
+    t0 = time.monotonic()
+    rows = _run_jobs(jobs, out, workers, progress)
+    with (out / "manifest.jsonl").open("w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    recipe = {"params": params, "counts": corpus_stats(rows),
+              "timing_s": {"total": round(time.monotonic() - t0, 2)}}  # fmt: skip
+    recipe_path.write_text(json.dumps(recipe, ensure_ascii=False, indent=2) + "\n")
+    return {**recipe, "skipped": False}
+
+
 def corpus_stats(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     def hours(rs: Iterable[dict[str, Any]]) -> float:
         return round(sum(r["duration"] for r in rs) / 3600, 4)
@@ -850,6 +926,9 @@ def corpus_stats(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         ),
         "train_empty_aug": counts(r["aug"] for r in train if r["empty"]),
         "train_dialect": counts(r["dialect"] for r in train if r["dialect"]),
+        "train_text_kind": counts(r["text_kind"] for r in speech),
+        "test_text_kind": counts(r["text_kind"] for r in test),
+        "dev_text_kind": counts(r["text_kind"] for r in dev),
         "train_voice_fallbacks": sum("voice_fallback_from" in r for r in train),
         "test_condition": counts(r["condition"] for r in test),
         "test_dialect": counts(r["dialect"] for r in test),
@@ -869,7 +948,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Generate the synthetic Vietnamese espeak-ng speech corpus.",
     )
     ap.add_argument("--out", required=True, help="output folder (e.g. data/corpus)")
-    ap.add_argument("--n-train", type=int, default=12000, help="training sentences")
+    ap.add_argument("--n-train", type=int, default=12000, help="composed training sentences")
     ap.add_argument(
         "--n-test", type=int, default=300,
         help=f"test sentences (x{len(TEST_CONDITIONS)} conditions)",
@@ -882,15 +961,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--skip-train-audio", action="store_true",
         help="same text split and plan, but write only the test and dev rows",
     )  # fmt: skip
+    ap.add_argument(
+        "--natural", type=int, nargs=3, default=list(DEFAULT_NATURAL),
+        metavar=("TRAIN", "TEST", "DEV"),
+        help="natural sentences (law codes, LibreOffice help; split by document) per split",
+    )  # fmt: skip
+    ap.add_argument(
+        "--ood", type=int, default=0, metavar="N",
+        help="instead: a test-only corpus of N out-of-domain natural sentences",
+    )  # fmt: skip
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--min-words", type=int, default=4)
     ap.add_argument("--max-words", type=int, default=14)
     ap.add_argument("--force", action="store_true", help="regenerate even if up to date")
     a = ap.parse_args(argv)
+    if a.ood:
+        recipe = build_ood_corpus(a.out, a.ood, a.seed, a.workers, progress=True)
+        c = recipe["counts"]
+        print(f"{a.out}: {c['test_rows']} out-of-domain test rows, {c['hours_test']:.2f} h")
+        return 0
     recipe = build_corpus(
         a.out, a.n_train, a.n_test, a.seed, a.workers, a.min_words, a.max_words,
         force=a.force, progress=True, n_dev=a.n_dev, skip_train_audio=a.skip_train_audio,
+        natural=dict(zip(("train", "test", "dev"), a.natural, strict=True)),
         command=" ".join(["python -m serve_app.modelbuild.synth", *(argv or sys.argv[1:])]),
     )  # fmt: skip
     if recipe.get("skipped"):

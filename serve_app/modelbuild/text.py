@@ -206,6 +206,7 @@ def _valid_bases() -> frozenset[str]:
     return frozenset(bases)
 
 
+@functools.lru_cache(maxsize=1 << 18)  # running text repeats its syllables: parse each once
 def is_valid_syllable(token: str) -> bool:
     """True when ``token`` is a well-formed (lowercase NFC) Vietnamese syllable.
 
@@ -225,6 +226,7 @@ def is_valid_syllable(token: str) -> bool:
     return not (m and m.group(1) in STOP_FINALS and tone not in STOP_TONES)
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def normalize_syllable(syllable: str) -> str:
     """Rewrite a syllable with the traditional tone-mark placement used by
     :func:`place_tone` (hoà -> hòa, thuỷ -> thủy), so every spoken form has one spelling."""

@@ -2,12 +2,13 @@
 
 Two steps, both resumable:
 
-1. `encode`: run the frozen encoder once over the synthetic corpus and cache the layers the
-   head reads (LayerNorm-ed, fp16, one memory-mapped array per split). Clips were padded to
-   a multiple of 0.5 s, so equal-length clips batch without artificial padding.
-2. `fit`: train only the head on the cache with CTC loss, evaluate greedy CER/WER on the
-   dev split after every epoch (the test split is never looked at here: it is scored once,
-   on the built bundle, by `python -m serve_app.modelbuild.heldout`), and save the head
+1. `encode`: run the frozen encoder once over the synthetic corpus and cache every layer a
+   head may read (LayerNorm-ed, fp16, one memory-mapped array per split). Clips were padded
+   to a multiple of 0.5 s, so equal-length clips batch without artificial padding.
+2. `fit`: train only the head on the cache with CTC loss and evaluate greedy CER/WER on the
+   dev split after every epoch. The test split is never used for a choice: `--score-test`
+   scores the finished head on it once (the ablation table, `modelbuild/ablate.py`), and the
+   shipped bundle is scored by `python -m serve_app.modelbuild.heldout`. Saves the head
    (npz + json) with its manifest.
 """
 
@@ -34,8 +35,10 @@ from serve_app.modelbuild.model import LayerMixConvHead, SeedHead, WhisperEncode
 from serve_app.modelbuild.weights import load_whisper_base_encoder
 from serve_app.tokenizer import CharVocabulary
 
+FRAMES_PER_SECOND = 50  # encoder frames (20 ms)
 ENCODE_BATCH_FRAMES = 24_000  # mel frames per encoder batch (~4 min of audio)
 MIX_LAYERS = (2, 3, 4, 5, 6)  # 1-based encoder layers the default head reads
+CACHE_LAYERS = (1, 2, 3, 4, 5, 6)  # what `encode` keeps: room for a wider mix
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class HeadConfig:
     mix_layers: tuple[int, ...] = MIX_LAYERS
     conv_kernel: int = 5
     conv_blocks: int = 2  # 2 blocks of k=5 (9 frames, 180 ms of context): 15.6% -> 13.7% CER
+    conv_dilation: int = 1  # block k dilates by this ** k
 
     def build(self, d_model: int, vocab_size: int) -> torch.nn.Module:
         if self.kind == "mlp":
@@ -57,6 +61,7 @@ class HeadConfig:
                 self.mix_layers,
                 self.conv_kernel,
                 self.conv_blocks,
+                self.conv_dilation,
             )
         raise ValueError(f"unknown head kind {self.kind!r}: use 'mlp' or 'layermix-conv-mlp'")
 
@@ -73,6 +78,7 @@ class FitConfig:
     batch_frames: int = 6000  # encoder frames per step (2 min of audio)
     seed: int = 1234
     threads: int = 2
+    train_fraction: float = 1.0  # keep this share of the training rows (the data ablation)
     head: HeadConfig = field(default_factory=HeadConfig)
 
 
@@ -131,18 +137,25 @@ def encode_split(
             "text": r["text"],
             "condition": r.get("condition", r.get("aug", "")),
             "voice": r.get("voice", ""),
+            "text_kind": r.get("text_kind", ""),
         }
         for i, r in enumerate(rows)
     ]
     Path(str(out) + ".index.json").write_text(json.dumps({"layers": list(layers), "rows": index}))
 
 
-def encode_corpus(corpus: Path, cache_dir: Path, layers: tuple[int, ...], threads: int) -> None:
+def encode_corpus(
+    corpus: Path,
+    cache_dir: Path,
+    layers: tuple[int, ...],
+    threads: int,
+    splits: tuple[str, ...] = ("train", "dev"),
+) -> None:
     torch.set_num_threads(threads)
     cache_dir.mkdir(parents=True, exist_ok=True)
     rows = _read_manifest(corpus)
     encoder = load_whisper_base_encoder()
-    for split in ("train", "dev"):
+    for split in splits:
         out = cache_dir / split
         if Path(str(out) + ".index.json").exists():
             print(f"cache {out} exists, skipping")
@@ -155,12 +168,22 @@ def encode_corpus(corpus: Path, cache_dir: Path, layers: tuple[int, ...], thread
 # --------------------------------------------------------------------------- fit
 
 
+_SPREAD = (math.sqrt(5) - 1) / 2  # golden ratio: i * _SPREAD mod 1 spreads a subset evenly
+
+
 class CachedSplit:
-    def __init__(self, cache_dir: Path, split: str) -> None:
+    def __init__(self, cache_dir: Path, split: str, fraction: float = 1.0) -> None:
+        """`fraction` < 1 keeps an evenly spread, deterministic share of the rows."""
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         meta = json.loads((cache_dir / f"{split}.index.json").read_text())
         self.layers = tuple(meta["layers"])
-        self.rows = meta["rows"]
+        self.rows = [r for i, r in enumerate(meta["rows"]) if (i * _SPREAD) % 1.0 < fraction]
         self.data = np.load(cache_dir / f"{split}.npy", mmap_mode="r")
+
+    @property
+    def hours(self) -> float:
+        return sum(r["frames"] for r in self.rows) / FRAMES_PER_SECOND / 3600
 
     def batches(self, batch_frames: int, rng: random.Random) -> list[list[int]]:
         by_len: dict[int, list[int]] = defaultdict(list)
@@ -206,23 +229,28 @@ def _forward_cached(head: torch.nn.Module, cfg: HeadConfig, feats: list[torch.Te
 def evaluate(head, cfg: HeadConfig, split: CachedSplit, vocab: CharVocabulary) -> dict:
     head.eval()
     pos = [split.layers.index(k) for k in cfg.cached_layers]
-    by_cond: dict[str, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
+    groups: dict[str, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
     for idxs in split.batches(20_000, random.Random(0)):
         logp = _forward_cached(head, cfg, split.features(idxs, pos)).log_softmax(-1).numpy()
         for j, i in enumerate(idxs):
             tokens, _, _ = greedy_decode(np.ascontiguousarray(logp[j]), vocab.blank_id)
-            refs, hyps = by_cond[split.rows[i]["condition"]]
-            refs.append(split.rows[i]["text"])
-            hyps.append(vocab.decode(tokens.tolist()))
+            row = split.rows[i]
+            for name in ("all", f"condition={row['condition']}", f"text={row['text_kind']}"):
+                groups[name][0].append(row["text"])
+                groups[name][1].append(vocab.decode(tokens.tolist()))
     head.train()
-    return {c: {"cer": cer(r, h), "wer": wer(r, h), "n": len(r)} for c, (r, h) in by_cond.items()}
+    return {
+        name: {"cer": round(cer(r, h), 5), "wer": round(wer(r, h), 5), "n": len(r)}
+        for name, (r, h) in sorted(groups.items())
+    }
 
 
 def fit(cache_dir: Path, cfg: FitConfig, vocab: CharVocabulary) -> tuple[torch.nn.Module, dict]:
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
-    train, dev = CachedSplit(cache_dir, "train"), CachedSplit(cache_dir, "dev")
+    train = CachedSplit(cache_dir, "train", cfg.train_fraction)
+    dev = CachedSplit(cache_dir, "dev")
     pos = [train.layers.index(k) for k in cfg.head.cached_layers]
     d_model = train.data.shape[-1]
     head = cfg.head.build(d_model, vocab.size)
@@ -275,7 +303,18 @@ def fit(cache_dir: Path, cfg: FitConfig, vocab: CharVocabulary) -> tuple[torch.n
             }
         )
         print(json.dumps(history[-1]), flush=True)
-    return head.eval(), {"history": history, "train_seconds": round(time.time() - t0, 1)}
+    return head.eval(), {
+        "train_rows": len(train.rows),
+        "train_hours": round(train.hours, 3),
+        "history": history,
+        "train_seconds": round(time.time() - t0, 1),
+    }
+
+
+def score_test(head: torch.nn.Module, cfg: HeadConfig, cache_dir: Path) -> dict:
+    """Greedy CER/WER of a finished head on the cached test split: reported, never used to
+    choose anything (choices use the dev split)."""
+    return evaluate(head, cfg, CachedSplit(cache_dir, "test"), CharVocabulary.vietnamese())
 
 
 def save_head(
@@ -299,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     e.add_argument("--cache", type=Path, default=Path("cache/encoded"))
     e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--splits", nargs="+", default=["train", "dev"], help="also: test")
     f = sub.add_parser("fit")
     f.add_argument("--cache", type=Path, default=Path("cache/encoded"))
     f.add_argument("--out", type=Path, required=True)
@@ -307,21 +347,31 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--hidden", type=int, default=HeadConfig.hidden)
     f.add_argument("--conv-blocks", type=int, default=HeadConfig.conv_blocks)
     f.add_argument("--conv-kernel", type=int, default=HeadConfig.conv_kernel)
+    f.add_argument("--conv-dilation", type=int, default=HeadConfig.conv_dilation)
+    f.add_argument("--mix-layers", type=int, nargs="+", default=list(MIX_LAYERS))
+    f.add_argument("--train-fraction", type=float, default=FitConfig.train_fraction)
+    f.add_argument("--score-test", action="store_true", help="score the head on the test cache")
     f.add_argument("--lr", type=float, default=FitConfig.lr)
     f.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     args = p.parse_args(argv)
     if args.cmd == "encode":
-        encode_corpus(args.corpus, args.cache, MIX_LAYERS, args.threads)
+        encode_corpus(args.corpus, args.cache, CACHE_LAYERS, args.threads, tuple(args.splits))
         return
     head_cfg = HeadConfig(
         kind=args.kind,
         hidden=args.hidden,
         conv_blocks=args.conv_blocks,
         conv_kernel=args.conv_kernel,
+        conv_dilation=args.conv_dilation,
+        mix_layers=tuple(args.mix_layers),
     )
-    cfg = FitConfig(epochs=args.epochs, lr=args.lr, head=head_cfg)
+    cfg = FitConfig(
+        epochs=args.epochs, lr=args.lr, train_fraction=args.train_fraction, head=head_cfg
+    )
     vocab = CharVocabulary.vietnamese()
     head, report = fit(args.cache, cfg, vocab)
+    if args.score_test:
+        report["test"] = score_test(head, head_cfg, args.cache)
     recipe_path = args.corpus / "recipe.json"
     recipe = json.loads(recipe_path.read_text()) if recipe_path.exists() else {}
     manifest = {

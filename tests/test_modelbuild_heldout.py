@@ -1,0 +1,66 @@
+"""Decoder tuning on the dev split and held-out scoring on the test split, on a tiny corpus
+with the real default bundle: what `tune_decoder --write` and `heldout` report and store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from serve_app.bundle import load_bundle
+from serve_app.modelbuild import heldout, tune_decoder
+from serve_app.modelbuild.synth import TEST_CONDITIONS, build_corpus
+from tests.test_modelbuild_lm import bundle_copy
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    corpus = tmp_path_factory.mktemp("corpus")
+    build_corpus(corpus, n_train=2, n_test=2, seed=11, workers=1, n_dev=2)
+    return corpus
+
+
+def test_tuning_reads_dev_only_and_writes_its_choice(default_bundle, tiny_corpus, tmp_path):
+    bundle = bundle_copy(default_bundle, tmp_path / "bundle")
+    out = tmp_path / "tune.json"
+    grid = {"LM_WEIGHTS": (0.5, 1.0), "WORD_SCORES": (0.0,), "BEAM_WIDTHS": (4, 8)}
+    with pytest.MonkeyPatch.context() as mp:
+        for name, values in grid.items():
+            mp.setattr(tune_decoder, name, values)
+        tune_decoder.main(
+            [*("--corpus", str(tiny_corpus), "--model", str(bundle), "--out", str(out)),
+             "--write", "--conditions", "clean", "noise"]
+        )  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["split"] == "dev" and result["rows"] == 2 * 2
+    assert [p["lm_weight"] for p in result["grid"]] == [0.5, 1.0]
+    assert [p["beam_width"] for p in result["beam_widths"]] == [4, 8]
+    best = min(result["grid"], key=lambda p: (p["objective"], p["cer"]))
+    assert result["chosen"]["lm_weight"] == best["lm_weight"]
+    assert all(p["cer_by_text"] == {"composed": p["objective"]} for p in result["grid"])
+
+    config = load_bundle(bundle).config
+    assert config.decoder["tuning"]["chosen"] == result["chosen"]
+    assert config.decoder_settings.lm_weight == result["chosen"]["lm_weight"]
+    assert config.decoder_settings.beam_width == result["chosen"]["beam_width"]
+
+
+def test_heldout_scores_test_rows_per_condition_text_and_decoder(
+    default_bundle, tiny_corpus, tmp_path
+):
+    out = tmp_path / "heldout.json"
+    heldout.main(
+        [*("--corpus", str(tiny_corpus), "--model", str(default_bundle)),
+         *("--precision", "int8", "--out", str(out))]
+    )  # fmt: skip
+    reports = json.loads(out.read_text())
+    assert [r["decoder"] for r in reports] == ["greedy", "beam"]
+    for report in reports:
+        assert report["split"] == "test" and report["n"] == 2 * len(TEST_CONDITIONS)
+        assert report["condition=clean"]["n"] == 2 and report["text=composed"]["n"] == report["n"]
+        assert report["text=composed,condition=babble"]["n"] == 2
+        assert 0 <= report["all"]["cer"] <= 1.5
+        assert report["decode_cpu_ms_per_audio_s"] > 0 and report["encode_ms_per_audio_s"] > 0
+    assert (tiny_corpus / "test_clean.jsonl").read_text().count("\n") == 2
