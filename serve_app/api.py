@@ -3,7 +3,10 @@
 Ray-free on purpose: `serve_app.deployments.Ingress` builds it around handles to the other
 stages, tests build it around a fake, and `InProcessPipeline` runs it without Ray at all.
 Every error becomes a JSON response in one place (`_error_response`), shaped like OpenAI's
-(`{"error": {"code", "message", "type"}}`) so SDK clients surface the message.
+(`{"error": {"code", "message", "type"}}`) so SDK clients surface the message, with the
+message also under `detail`, where clients of the original PhoWhisper-CTC service (FastAPI)
+look for it. That service's model id, `model_type` field and /health fields are accepted
+and answered too (docs/migrating.md).
 """
 
 from __future__ import annotations
@@ -46,6 +49,12 @@ MIN_UPLOAD_BYTES_PER_S = 1024
 MAX_FORM_FIELDS = 32
 MAX_ECHOED_CHARS = 64  # of a client's field value quoted back in an error message
 OPENAI_MODEL_ALIASES = frozenset({"whisper-1", "default"})  # what SDK examples send
+# The model id the original PhoWhisper-CTC service listed and its clients send by default.
+SEED_MODEL_ALIASES = frozenset({"phowhisper-tiny-ctc"})
+MODEL_ALIASES = OPENAI_MODEL_ALIASES | SEED_MODEL_ALIASES
+# Its optional `model_type` (pytorch|onnx) picked a runtime; here both run the ONNX model.
+MODEL_TYPES = ("pytorch", "onnx")
+SERVED_MODEL_TYPE = "onnx"
 LANGUAGE_NAMES = {"vi": "vietnamese"}  # OpenAI's verbose_json names the language in full
 LANGUAGE_ALIASES = {"vi": "vi", "vie": "vi", "vi-vn": "vi", "vietnamese": "vi"}
 TRANSCRIBE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -159,7 +168,7 @@ def request_id(request: Request) -> str:
 
 def _error_response(status: int, code: str, message: str, headers=None) -> JSONResponse:
     kind = "invalid_request_error" if status < 500 else "server_error"
-    body = {"error": {"code": code, "message": message, "type": kind}}
+    body = {"error": {"code": code, "message": message, "type": kind}, "detail": message}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -299,7 +308,7 @@ def _check_language(value: str | None, info: ServiceInfo) -> None:
 
 
 def _check_model(value: str | None, info: ServiceInfo) -> None:
-    if value and value not in {info.model, *OPENAI_MODEL_ALIASES}:
+    if value and value not in {info.model, *MODEL_ALIASES}:
         raise ApiError(
             400, "model_not_found", f"model {_echo(value)} is not served; use {info.model!r}"
         )
@@ -322,6 +331,8 @@ class Options:
 def _options(upload: Upload, info: ServiceInfo) -> Options:
     _check_language(upload.get("language"), info)
     _check_model(upload.get("model"), info)
+    if model_type := upload.get("model_type"):
+        _check_choice("model_type", model_type, MODEL_TYPES)
     fmt = upload.get("response_format") or "json"
     granularities = upload.fields.get("timestamp_granularities[]", []) + upload.fields.get(
         "timestamp_granularities", []
@@ -377,6 +388,7 @@ def create_app(
             "id": request_id(request),
             **t.to_dict(),
             "model": info.model,
+            "model_type": SERVED_MODEL_TYPE,
             "processing_time": round(elapsed, 3),
             "real_time_factor": round(elapsed / t.duration, 4) if t.duration > 0 else None,
             "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -434,7 +446,14 @@ def create_app(
         except TimeoutError:
             stages = {"pipeline": f"no answer within {settings.health_timeout_s} s"}
         ok = bool(stages) and all(v == "ok" for v in stages.values())
-        body = {"status": "ok" if ok else "unavailable", "stages": stages}
+        body = {
+            "status": "ok" if ok else "unavailable",
+            "stages": stages,
+            # the fields clients of the original PhoWhisper-CTC service read
+            "model_loaded": ok,
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+            "device": "cpu",
+        }
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def models(_: Request) -> Response:
@@ -442,11 +461,15 @@ def create_app(
             "id": info.model,
             "object": "model",
             "owned_by": SERVICE_NAME,
+            "name": info.model,
+            "description": f"Vietnamese CTC speech recognition ({info.precision} ONNX)",
+            "aliases": sorted(MODEL_ALIASES),
             "precision": info.precision,
             "language": info.language,
             **info.details,
         }
-        return JSONResponse({"object": "list", "data": [entry]})
+        # `data` for OpenAI's SDK, `models` for the original service's UI
+        return JSONResponse({"object": "list", "data": [entry], "models": [entry]})
 
     async def languages(_: Request) -> Response:
         code = info.language

@@ -87,6 +87,9 @@ def test_models_lists_the_served_model(client, path):
     body = client.get(path).json()
     assert [m["id"] for m in body["data"]] == ["vi-test"]
     assert body["data"][0]["precision"] == "int8"
+    # the original service's UI reads `models`, each with an id and a name
+    assert body["models"] == body["data"] and body["models"][0]["name"] == "vi-test"
+    assert "phowhisper-tiny-ctc" in body["data"][0]["aliases"]
 
 
 def test_languages(client):
@@ -96,7 +99,9 @@ def test_languages(client):
 def test_health_ok_when_every_stage_answers(client):
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.json()["status"] == "ok"
+    body = response.json()
+    assert body["status"] == "ok" and body["model_loaded"] is True
+    assert body["device"] == "cpu" and body["time"].endswith("+00:00")
 
 
 def test_health_503_when_a_stage_fails():
@@ -104,6 +109,7 @@ def test_health_503_when_a_stage_fails():
     response = client.get("/health")
     assert response.status_code == 503
     assert response.json()["stages"]["encoder"].startswith("ActorDiedError")
+    assert response.json()["model_loaded"] is False
 
 
 def test_health_503_when_the_pipeline_does_not_answer_in_time():
@@ -178,6 +184,8 @@ def test_transcribe_text_formats(client, fmt, media_type, start):
         ({"response_format": "xml"}, 400, "invalid_response_format"),
         ({"language": "en"}, 400, "unsupported_language"),
         ({"model": "whisper-large"}, 400, "model_not_found"),
+        ({"model": "non-existent-model"}, 400, "model_not_found"),
+        ({"model": "phowhisper-tiny-ctc", "model_type": "tensorflow"}, 400, "invalid_model_type"),
     ],
 )
 def test_transcribe_bad_fields_are_400_before_any_work(data, status, code):
@@ -190,6 +198,28 @@ def test_transcribe_bad_fields_are_400_before_any_work(data, status, code):
 @pytest.mark.parametrize("data", [{"language": "vi"}, {"language": "VI"}, {"model": "vi-test"}])
 def test_transcribe_accepts_the_served_language_and_model(client, data):
     assert client.post("/transcribe", files=upload(), data=data).status_code == 200
+
+
+@pytest.mark.parametrize("model_type", [None, "pytorch", "onnx"])
+def test_the_original_services_requests_are_accepted(client, model_type):
+    """What clients of the PhoWhisper-CTC service send: its model id, language, model_type."""
+    data = {"model": "phowhisper-tiny-ctc", "language": "vi"}
+    if model_type:
+        data["model_type"] = model_type
+    response = client.post("/transcribe", files=upload("a.wav", AUDIO, "audio/wav"), data=data)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["text"] == "xin chào bạn" and body["model"] == "vi-test"
+    assert body["model_type"] == "onnx" and body["language"] == "vi"
+    # numbers its clients format with :.2f (the fake answers in well under a millisecond)
+    assert all(isinstance(body[f], float) for f in ("processing_time", "real_time_factor"))
+    assert body["duration"] > 0  # they divide by it
+    assert body["id"] and body["timestamp"] and "trace_id" in body
+
+
+def test_errors_carry_the_message_under_detail_too(client):
+    body = client.post("/transcribe", files=upload(), data={"model": "nope"}).json()
+    assert body["detail"] == body["error"]["message"] and "nope" in body["detail"]
 
 
 def test_missing_file_part_is_400(client):

@@ -235,6 +235,53 @@ def test_the_shipped_lm_decodes_over_http(base_url, default_bundle, reference):
     assert all(0 <= w["start"] < w["end"] <= body["duration"] for w in body["words"])
 
 
+def test_a_client_of_the_original_service_works_unchanged(base_url, reference):
+    """Written the way the PhoWhisper-CTC service's own API client is (requests, multipart,
+    its model id and fields): health, models, languages, every clip, then a text file with a
+    model that does not exist (400) and with the real one (>= 400, not a transcript)."""
+    import requests
+
+    session = requests.Session()
+    session.headers.update(AUTH)  # this test deployment has ASR_API_KEY set
+    session.get(f"{base_url}/health", timeout=30).raise_for_status()
+    models = session.get(f"{base_url}/models", timeout=30).json()["models"]
+    assert all(m["id"] and m["name"] for m in models)
+    session.get(f"{base_url}/languages", timeout=30).raise_for_status()
+    errors = []
+    for name in _clip_names():
+        with (CLIPS / name).open("rb") as f:
+            response = session.post(
+                f"{base_url}/transcribe",
+                files={"file": (name, f, "audio/wav")},
+                data={"model": "phowhisper-tiny-ctc", "language": "vi"},
+                timeout=120,
+            )
+        try:
+            response.raise_for_status()
+            result = response.json()
+            assert result["text"] == reference[name]["text"]
+            assert f"{result['real_time_factor']:.2f}x" and f"{result['processing_time']:.2f}"
+            assert result["model"] and result["language"] == "vi" and result["duration"] > 0
+        except (requests.HTTPError, AssertionError, KeyError, TypeError) as exc:
+            errors.append((name, repr(exc)))
+    assert errors == []
+    not_audio = (Path(__file__).name, Path(__file__).read_bytes(), "text/plain")
+    response = session.post(
+        f"{base_url}/transcribe",
+        files={"file": not_audio},
+        data={"model": "non-existent-model", "language": "vi"},
+        timeout=60,
+    )
+    assert response.status_code == 400 and "non-existent-model" in response.json()["detail"]
+    response = session.post(
+        f"{base_url}/transcribe",
+        files={"file": not_audio},
+        data={"model": "phowhisper-tiny-ctc", "language": "vi", "model_type": "onnx"},
+        timeout=60,
+    )
+    assert response.status_code == 415, response.text
+
+
 def test_info_routes(base_url):
     assert httpx.get(f"{base_url}/").json()["auth"] == "bearer"
     assert httpx.get(f"{base_url}/models").json()["data"][0]["id"]

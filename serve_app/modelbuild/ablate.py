@@ -1,12 +1,14 @@
 """What each lever buys: heads trained on one encoder cache, same epochs, same test split.
 
     python -m serve_app.modelbuild.ablate --cache cache/encoded --epochs 3 \\
-        [--only baseline conv3-dil2] [--out data/ablation]
+        [--only half-data conv3-dil2] [--out data/ablation] [--final serve_app/assets/head]
 
 Every variant is `python -m serve_app.modelbuild.train fit ... --score-test` in its own
 process (its head lands in OUT/NAME, its figures in OUT/NAME/manifest.json): dev CER after
 each epoch, greedy test CER once at the end. Choices are made on dev; the test column is
-reported only. Prints the table as Markdown and writes OUT/ablation.json and OUT/ablation.md.
+reported only. `--final DIR` adds the shipped head (trained with the chosen levers and more
+epochs, also with `--score-test`) as the last row. Prints the table as Markdown and writes
+OUT/ablation.json and OUT/ablation.md.
 The cache must hold the train, dev and test splits (`train encode --splits train dev test`).
 """
 
@@ -18,16 +20,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-# name -> (what it changes, extra `fit` arguments)
+# name -> (what it changes, extra `fit` arguments). The head levers are measured on half the
+# rows (each run costs half as much); "full-data" is the data lever for the same head.
+HALF = ["--train-fraction", "0.5"]
 VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "half-data": ("half the training rows", ["--train-fraction", "0.5"]),
-    "baseline": ("the shipped recipe before this table: mix 2-6, 2 conv blocks", []),
-    "conv3": ("a third conv block (13 frames of context)", ["--conv-blocks", "3"]),
+    "half-data": ("mix 2-6, 2 conv blocks (the recipe before), half the rows", HALF),
+    "full-data": ("the same head, all the rows (2x data)", []),
+    "conv3": ("half the rows, a third conv block (13 frames)", [*HALF, "--conv-blocks", "3"]),
     "conv3-dil2": (
-        "3 conv blocks, dilations 1/2/4 (29 frames)",
-        ["--conv-blocks", "3", "--conv-dilation", "2"],
+        "half the rows, 3 conv blocks dilated 1/2/4 (29 frames)",
+        [*HALF, "--conv-blocks", "3", "--conv-dilation", "2"],
     ),
-    "mix1-6": ("layer mix 1-6 (wider)", ["--mix-layers", "1", "2", "3", "4", "5", "6"]),
+    "mix1-6": (
+        "half the rows, layer mix 1-6 (wider)",
+        [*HALF, "--mix-layers", "1", "2", "3", "4", "5", "6"],
+    ),
 }
 TABLE_GROUPS = (
     "all",
@@ -57,11 +64,11 @@ def run_variant(name: str, cache: Path, corpus: Path, out: Path, epochs: int) ->
     return json.loads(manifest.read_text())
 
 
-def row(name: str, manifest: dict) -> dict:
+def row(name: str, manifest: dict, change: str | None = None) -> dict:
     last = manifest["history"][-1]
     return {
         "variant": name,
-        "change": VARIANTS[name][0],
+        "change": change or VARIANTS[name][0],
         "epochs": len(manifest["history"]),
         "train_hours": manifest.get("train_hours"),
         "train_minutes": round(manifest["train_seconds"] / 60, 1),
@@ -97,11 +104,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("data/ablation"))
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--only", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    p.add_argument("--final", type=Path, default=None, help="a finished head to add as a row")
     args = p.parse_args(argv)
     rows = [
         row(name, run_variant(name, args.cache, args.corpus, args.out, args.epochs))
         for name in args.only
     ]
+    if args.final:
+        final = json.loads((args.final / "manifest.json").read_text())
+        head = final["fit"]["head"]
+        change = (
+            f"shipped: all rows, {len(final['history'])} epochs, mix "
+            f"{head['mix_layers'][0]}-{head['mix_layers'][-1]}, {head['conv_blocks']} conv "
+            f"blocks, dilation {head.get('conv_dilation', 1)}"
+        )
+        rows.append(row("final", final, change))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ablation.json").write_text(json.dumps(rows, indent=1, ensure_ascii=False))
     table = markdown(rows)
