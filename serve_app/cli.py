@@ -13,6 +13,13 @@ import time
 from pathlib import Path
 
 DEFAULT_MODEL_DIR = Path(os.environ.get("ASR_MODEL_DIR", "models/default"))
+# How the shipped head (serve_app/assets/head) was trained; `vi-asr train-head` repeats it.
+TRAIN_HEAD_RECIPE = {
+    "epochs": 5,
+    "conv_blocks": 2,
+    "conv_dilation": 1,
+    "mix_layers": [2, 3, 4, 5, 6],
+}
 
 
 def _cmd_build_model(args: argparse.Namespace) -> int:
@@ -45,34 +52,21 @@ def _cmd_train_head(args: argparse.Namespace) -> int:
 
     synth.main(
         [
-            "--out",
-            str(args.corpus),
-            "--n-train",
-            str(args.n_train),
-            "--n-test",
-            str(args.n_test),
-            "--n-dev",
-            str(args.n_dev),
-            "--seed",
-            str(args.seed),
-            "--workers",
-            str(args.workers),
+            *("--out", str(args.corpus), "--n-train", str(args.n_train)),
+            *("--n-test", str(args.n_test), "--n-dev", str(args.n_dev)),
+            *("--natural", *map(str, args.natural)),
+            *("--seed", str(args.seed), "--workers", str(args.workers)),
         ]
     )
-    train.main(["encode", "--corpus", str(args.corpus), "--cache", str(args.cache)])
+    cache = ["--cache", str(args.cache)]
+    train.main(["encode", "--corpus", str(args.corpus), *cache, "--splits", "train", "dev", "test"])
     train.main(
         [
-            "fit",
-            "--cache",
-            str(args.cache),
-            "--corpus",
-            str(args.corpus),
-            "--out",
-            str(args.out),
-            "--epochs",
-            str(args.epochs),
-            "--conv-blocks",
-            str(args.conv_blocks),
+            *("fit", *cache, "--corpus", str(args.corpus), "--out", str(args.out)),
+            *("--epochs", str(args.epochs), "--conv-blocks", str(args.conv_blocks)),
+            *("--conv-dilation", str(args.conv_dilation)),
+            *("--mix-layers", *map(str, args.mix_layers)),
+            "--score-test",
         ]
     )
     return 0
@@ -172,10 +166,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n-train", type=int, default=12000)
     t.add_argument("--n-test", type=int, default=300)
     t.add_argument("--n-dev", type=int, default=300, help="dev sentences: per-epoch scores")
+    t.add_argument(
+        "--natural",
+        type=int,
+        nargs=3,
+        default=[12000, 300, 300],
+        metavar=("TRAIN", "TEST", "DEV"),
+        help="natural sentences per split",
+    )
     t.add_argument("--seed", type=int, default=1234)
     t.add_argument("--workers", type=int, default=2)
-    t.add_argument("--epochs", type=int, default=5)
-    t.add_argument("--conv-blocks", type=int, default=2)
+    t.add_argument("--epochs", type=int, default=TRAIN_HEAD_RECIPE["epochs"])
+    t.add_argument("--conv-blocks", type=int, default=TRAIN_HEAD_RECIPE["conv_blocks"])
+    t.add_argument("--conv-dilation", type=int, default=TRAIN_HEAD_RECIPE["conv_dilation"])
+    t.add_argument("--mix-layers", type=int, nargs="+", default=TRAIN_HEAD_RECIPE["mix_layers"])
     t.set_defaults(func=_cmd_train_head)
 
     for name, func, help_ in (

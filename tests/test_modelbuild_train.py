@@ -103,3 +103,25 @@ def test_ablation_variant_scores_the_test_split_once(tmp_path):
     lone = Transcriber(bundle, precision="fp32")
     audio = corpus / "audio" / "000000.flac"
     assert lone.transcribe(audio.read_bytes()).duration > 0.5
+
+
+def test_train_head_cli_runs_the_whole_recipe(tmp_path):
+    """`vi-asr train-head` with tiny counts: composed + natural sentences, the three cached
+    splits, a fit that scores the test cache once, and a head the bundle builder loads."""
+    from serve_app.cli import TRAIN_HEAD_RECIPE
+    from serve_app.cli import main as cli_main
+
+    corpus, cache, out = tmp_path / "corpus", tmp_path / "cache", tmp_path / "head"
+    args = ["train-head", "--corpus", str(corpus), "--cache", str(cache), "--out", str(out)]
+    args += ["--n-train", "3", "--n-test", "1", "--n-dev", "1", "--natural", "3", "1", "1"]
+    assert cli_main([*args, "--workers", "1", "--epochs", "1"]) == 0
+    rows = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    kinds = {(r["split"], r["text_kind"]) for r in rows if not r["empty"]}
+    assert kinds == {(s, k) for s in ("train", "test", "dev") for k in ("composed", "natural")}
+    assert {p.name for p in cache.glob("*.npy")} == {"train.npy", "dev.npy", "test.npy"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["test"]["text=natural"]["n"] == len(TEST_CONDITIONS)
+    assert manifest["corpus_recipe"]["natural"]["sources"]
+    head, spec = load_head(out)
+    assert spec["mix_layers"] == TRAIN_HEAD_RECIPE["mix_layers"]
+    assert len(head.convs) == spec["conv_blocks"] == TRAIN_HEAD_RECIPE["conv_blocks"]
