@@ -8,7 +8,8 @@ import json
 import pytest
 
 from serve_app.bundle import load_bundle
-from serve_app.modelbuild import heldout, tune_decoder
+from serve_app.decoding import DecoderSettings
+from serve_app.modelbuild import heldout, lm, tune_decoder
 from serve_app.modelbuild.synth import TEST_CONDITIONS, build_corpus
 from tests.test_modelbuild_lm import bundle_copy
 
@@ -24,14 +25,15 @@ def tiny_corpus(tmp_path_factory):
 
 def test_tuning_reads_dev_only_and_writes_its_choice(default_bundle, tiny_corpus, tmp_path):
     bundle = bundle_copy(default_bundle, tmp_path / "bundle")
-    out = tmp_path / "tune.json"
+    out, head = tmp_path / "tune.json", tmp_path / "head"
+    head.mkdir()
     grid = {"LM_WEIGHTS": (0.5, 1.0), "WORD_SCORES": (0.0,), "BEAM_WIDTHS": (4, 8)}
     with pytest.MonkeyPatch.context() as mp:
         for name, values in grid.items():
             mp.setattr(tune_decoder, name, values)
         tune_decoder.main(
             [*("--corpus", str(tiny_corpus), "--model", str(bundle), "--out", str(out)),
-             "--write", "--conditions", "clean", "noise"]
+             "--write", "--write-head", str(head), "--conditions", "clean", "noise"]
         )  # fmt: skip
     result = json.loads(out.read_text())
     assert result["split"] == "dev" and result["rows"] == 2 * 2
@@ -45,6 +47,9 @@ def test_tuning_reads_dev_only_and_writes_its_choice(default_bundle, tiny_corpus
     assert config.decoder["tuning"]["chosen"] == result["chosen"]
     assert config.decoder_settings.lm_weight == result["chosen"]["lm_weight"]
     assert config.decoder_settings.beam_width == result["chosen"]["beam_width"]
+    # decoder.json next to a head: what every bundle built from that head starts with
+    assert lm.tuned_settings(head) == config.decoder_settings
+    assert lm.tuned_settings(tmp_path) == DecoderSettings.default_beam()  # none there
 
 
 def test_heldout_scores_test_rows_per_condition_text_and_decoder(

@@ -13,7 +13,7 @@ import torch
 
 from serve_app.bundle import BundleConfig, write_config
 from serve_app.modelbuild.export import RECIPES, export_onnx, quantize_int8
-from serve_app.modelbuild.lm import build_lm, default_counts
+from serve_app.modelbuild.lm import build_lm, default_counts, tuned_settings
 from serve_app.modelbuild.model import EncoderCTC
 from serve_app.modelbuild.train import HeadConfig
 from serve_app.modelbuild.weights import SOURCE_NAME, load_whisper_base_encoder
@@ -97,7 +97,7 @@ def build_default_bundle(
         )
         write_config(stage, config)
         if with_lm:
-            build_lm(stage, default_counts())
+            build_lm(stage, default_counts(), tuned_settings(head_dir))
         if out.exists():
             shutil.rmtree(out)
         stage.rename(out)

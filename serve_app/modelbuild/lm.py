@@ -368,6 +368,18 @@ def _words(line: str) -> list[str]:
 # --------------------------------------------------------------------------- bundle
 
 
+SHIPPED_HEAD_DIR = Path(__file__).resolve().parent.parent / "assets" / "head"
+DECODER_FILE = "decoder.json"  # beam settings tuned for that head on the dev split
+
+
+def tuned_settings(head_dir: Path = SHIPPED_HEAD_DIR) -> DecoderSettings:
+    """The beam settings `tune_decoder --write-head` stored next to a head, else defaults."""
+    path = head_dir / DECODER_FILE
+    if not path.is_file():
+        return DecoderSettings.default_beam()
+    return DecoderSettings.from_dict(json.loads(path.read_text())["settings"])
+
+
 def build_lm(
     bundle_dir: Path,
     counts: Counts,
@@ -384,7 +396,7 @@ def build_lm(
     words = write_lexicon(model.words, vocab, bundle_dir / LEXICON_FILE)
     write_arpa(model, bundle_dir / LM_FILE)
     read_lexicon(bundle_dir / LEXICON_FILE)  # what the decoder will read back
-    settings = settings or DecoderSettings.default_beam()
+    settings = settings or tuned_settings()
     report = {
         "lexicon": LEXICON_FILE,
         "lm": LM_FILE,

@@ -23,6 +23,7 @@ from serve_app.bundle import load_bundle, write_config
 from serve_app.decoding import DecoderSettings
 from serve_app.evaluation import evaluate
 from serve_app.modelbuild.heldout import decode_encoded, encode_rows, split_rows
+from serve_app.modelbuild.lm import DECODER_FILE
 from serve_app.transcriber import Transcriber
 
 LM_WEIGHTS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
@@ -100,6 +101,28 @@ def tune(
     }
 
 
+def write_head_choice(head_dir: Path, result: dict) -> None:
+    """decoder.json next to the head: the settings every bundle built from it starts with."""
+    keys = DecoderSettings().to_dict()
+    settings = DecoderSettings.from_dict({k: result["chosen"][k] for k in keys})
+    summary = {k: result[k] for k in ("split", "conditions", "rows", "audio_hours", "precision")}
+    body = {
+        "settings": settings.to_dict(),
+        "tuning": {
+            **summary,
+            "command": "python -m serve_app.modelbuild.tune_decoder --write-head DIR",
+            "greedy": _figures(result["greedy"]),
+            "chosen": _figures(result["chosen"]),
+        },
+    }
+    (head_dir / DECODER_FILE).write_text(json.dumps(body, indent=2) + "\n")
+
+
+def _figures(point: dict) -> dict:
+    keys = ("objective", "cer_by_text", "cer", "wer", "decode_share_of_encoder")
+    return {k: point[k] for k in keys}
+
+
 def write_choice(model: Path, result: dict) -> None:
     bundle = load_bundle(model)
     keys = DecoderSettings().to_dict()
@@ -118,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", choices=["fp32", "int8"], default=None)
     p.add_argument("--out", type=Path, default=Path("data/tune_decoder.json"))
     p.add_argument("--write", action="store_true", help="store the choice in the bundle")
+    p.add_argument("--write-head", type=Path, default=None, help="and in DIR/decoder.json")
     p.add_argument("--conditions", nargs="+", default=list(TUNE_CONDITIONS))
     args = p.parse_args(argv)
     result = tune(args.corpus, args.model, args.precision, conditions=tuple(args.conditions))
@@ -128,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         write_choice(args.model, result)
         print(f"wrote the chosen settings into {args.model}/config.json")
+    if args.write_head:
+        write_head_choice(args.write_head, result)
+        print(f"wrote the chosen settings into {args.write_head / DECODER_FILE}")
     return 0
 
 
