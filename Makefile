@@ -14,16 +14,17 @@ MODEL_DIR ?= models/default
 SERVE_APT := espeak-ng:espeak-ng ffmpeg:ffmpeg /usr/share/hunspell/vi_VN.dic:hunspell-vi
 TEST_APT := $(SERVE_APT) chromium:chromium chromedriver:chromium-driver prometheus:prometheus
 
-.PHONY: help setup install system-deps test-deps model serve ui observe bench kuberay deploy-tools test lint format clean-model
+.PHONY: help setup install system-deps test-deps model serve ui observe bench kuberay deploy-tools compose-check test lint format clean-model
 
 help:
 	@echo "make serve   install, build the default model if missing, start the service"
 	@echo "make ui      the Streamlit UI on 127.0.0.1:$(UI_PORT) for the service at $(ASR_URL)"
 	@echo "make test    install everything the tests need and run the whole suite"
 	@echo "make model   build the default model bundle into $(MODEL_DIR)"
-	@echo "make lint    ruff check + format check"
+	@echo "make lint    the pre-commit hooks on every file: ruff check + format, whitespace, YAML/TOML/JSON"
 	@echo "make bench   benchmark suite -> BENCHMARKS.md (~20 min; BENCH_ARGS=--quick: ~3 min)"
 	@echo "make observe Prometheus + ASR alert rules against the running local Ray cluster"
+	@echo "make compose-check  docker-compose.yml (both profiles) validated offline"
 
 define apt_install
 	@missing=""; \
@@ -90,24 +91,42 @@ observe:
 kuberay: install
 	$(PY) -m serve_app.kuberay
 
-# checkov in a venv of its own (its packaging<24 pin cannot live with ray/pytest): the
-# `checkov` extra of pyproject.toml, read from there.
+# The requirements of one extra of pyproject.toml, read from there: $(call extra,NAME).
+extra = $$($(PYTHON) -c 'import tomllib; \
+	print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["$(1)"])')
+
+# Tools whose pins cannot live with ray/pytest, each in a venv of its own from its extra:
+# checkov (packaging<24) in .venv-checkov, docker-compose 1.x (PyYAML<6) in .venv-compose.
 CHECKOV_VENV ?= .venv-checkov
-deploy-tools: $(CHECKOV_VENV)/.installed
+COMPOSE_VENV ?= .venv-compose
+deploy-tools: $(CHECKOV_VENV)/.installed $(COMPOSE_VENV)/.installed
 $(CHECKOV_VENV)/.installed: pyproject.toml
 	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install -q $$($(PYTHON) -c 'import tomllib; \
-		print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["checkov"])')
+	$(CHECKOV_VENV)/bin/pip install -q $(call extra,checkov)
 	touch $@
+
+# PyYAML 5 has no wheel for Python 3.11 and its setup.py fails under Cython 3, so the
+# compose extra's source packages build without isolation, against Cython 0.29.
+$(COMPOSE_VENV)/.installed: pyproject.toml
+	test -x $(COMPOSE_VENV)/bin/python || $(PYTHON) -m venv $(COMPOSE_VENV)
+	$(COMPOSE_VENV)/bin/pip install -q 'cython<3' setuptools wheel
+	$(COMPOSE_VENV)/bin/pip install -q --no-build-isolation $(call extra,compose)
+	touch $@
+
+# docker-compose.yml, both profiles, checked without a Docker engine (tests/test_compose.py
+# does this and more).
+compose-check: $(COMPOSE_VENV)/.installed
+	$(COMPOSE_VENV)/bin/docker-compose --profile monitoring config --quiet
 
 test: test-deps install deploy-tools
 	$(VENV)/bin/ruff check serve_app ui tests dashboards bench
 	$(VENV)/bin/ruff format --check serve_app ui tests dashboards bench
 	$(VENV)/bin/pytest
 
+# .pre-commit-config.yaml's hooks over every file, with .venv's tools first on PATH (the hooks
+# are local: offline). The whitespace fixers rewrite what they flag; run it again to confirm.
 lint: install
-	$(VENV)/bin/ruff check serve_app ui tests dashboards bench
-	$(VENV)/bin/ruff format --check serve_app ui tests dashboards bench
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pre-commit run --all-files
 
 format: install
 	$(VENV)/bin/ruff format serve_app ui tests dashboards bench
