@@ -69,17 +69,18 @@ serve: setup
 
 # The Streamlit UI (ui/app.py) on 127.0.0.1:$(UI_PORT): it talks to the service at ASR_URL
 # over HTTP only (start `make serve` in another shell), with ASR_API_KEY when that is set.
+# `python -m` puts the repository (the working directory) on sys.path, so `ui.*` imports.
 ASR_URL ?= http://127.0.0.1:8000
 UI_PORT ?= 8501
 ui: install
-	ASR_URL=$(ASR_URL) exec $(VENV)/bin/streamlit run ui/app.py --server.address=127.0.0.1 \
+	ASR_URL=$(ASR_URL) exec $(PY) -m streamlit run ui/app.py --server.address=127.0.0.1 \
 		--server.port=$(UI_PORT) --server.headless=true --browser.gatherUsageStats=false \
 		--client.toolbarMode=viewer
 
 # The benchmark suite: starts its own `serve run serve_config.yaml` on a free port and stops
 # it; writes bench/results/suite-*.json, bench/report/*.png and BENCHMARKS.md.
 bench: setup
-	$(PY) bench/suite.py --model-dir $(MODEL_DIR) $(BENCH_ARGS)
+	$(PY) -m bench.suite --model-dir $(MODEL_DIR) $(BENCH_ARGS)
 
 # Prometheus on 127.0.0.1:9090 scraping the local Ray cluster that ray_cluster/start_head.sh
 # (or `make serve`) started, with ray_cluster/alerts.yml; foreground until Ctrl-C.

@@ -12,7 +12,7 @@ speaks them, cycling over the three dialect voices. Every clip is 16 kHz mono 16
 reference text the sentences it holds joined by spaces, so CER can be computed for any
 system. Building all of them takes a few seconds; same arguments, same bytes.
 
-    python bench/clips.py --out bench/results/clips     # writes the WAVs + manifest.jsonl
+    python -m bench.clips --out bench/results/clips     # writes the WAVs + manifest.jsonl
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ each process spends per transcribed second moves much less, and it says which pr
 optimise. On a dedicated machine, throughput ~= cores / (CPU-s per audio-s), so the ratio
 in-process cost / HTTP cost is the ceiling of the HTTP/in-process throughput ratio.
 
-    python bench/cpu_cost.py                       # serve_config.yaml as committed
-    python bench/cpu_cost.py --env RAY_SERVE_ENABLE_HA_PROXY=1 \
+    python -m bench.cpu_cost                       # serve_config.yaml as committed
+    python -m bench.cpu_cost --env RAY_SERVE_ENABLE_HA_PROXY=1 \
         --env RAY_SERVE_THROUGHPUT_OPTIMIZED=1     # Ray's high-throughput mode (HAProxy)
 
 It starts its own `serve run` (bench/stack.py: free port, fresh Ray instance, stopped by
@@ -20,14 +20,10 @@ import argparse
 import collections
 import os
 import resource
-import sys
 from pathlib import Path
 
 import httpx
 import psutil
-
-if __package__ in (None, ""):  # run as a script: make `bench.*` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine_info, run_load, uptime_line, write_results
 from bench.http_vs_inprocess import DEFAULT_CLIPS, http_caller, in_process_caller, load_clips

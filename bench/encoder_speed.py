@@ -13,7 +13,7 @@ Noisy machines: after one warm-up call per case, the repeats go round-robin over
 so slow drift in background load hits every case alike, and the ratios that matter
 (int8 speedup, 30 s padding slowdown, batching gain) are computed within this one run.
 
-    .venv/bin/python bench/encoder_speed.py --model models/default --threads 2 --repeats 5
+    .venv/bin/python -m bench.encoder_speed --model models/default --threads 2 --repeats 5
 
 Writes bench/results/encoder_speed.json (git-ignored) and prints a table.
 """
@@ -32,9 +32,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-if __package__ in (None, ""):  # run as a script: make `bench.*` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine_info as common_machine_info
 from serve_app.audio import SAMPLE_RATE, load_audio_file

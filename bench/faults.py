@@ -1,8 +1,8 @@
 """Faults under load: kill an Encoder replica's process, kill the Preprocessor's, bring the
 Encoder to zero replicas and back; count failed requests and time to recovery.
 
-    .venv/bin/python bench/faults.py --start                 # its own `serve run`, ~4 min
-    .venv/bin/python bench/faults.py --url http://127.0.0.1:8000 --ray-address 127.0.0.1:6379
+    .venv/bin/python -m bench.faults --start                 # its own `serve run`, ~4 min
+    .venv/bin/python -m bench.faults --url http://127.0.0.1:8000 --ray-address 127.0.0.1:6379
 
 A steady open-loop load (bench/load.py's client, --rate requests/s) runs through every
 scenario. The script connects to the service's Ray cluster as a driver to read Serve's state
@@ -31,16 +31,12 @@ import copy
 import json
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-
-if __package__ in (None, ""):  # run as a script: make `bench.*` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine_info, uptime_line, write_results
 from bench.load import SPEECH_CLIPS, Client, Record, load_clips, summarize

@@ -12,7 +12,7 @@ temperature 0 only; `fallback=True` keeps faster-whisper's default temperature f
 below -1 is decoded again by sampling at 0.2, 0.4, ... 1.0), which is how most users run it
 and what rescues Whisper's repetition loops on short clips.
 
-    python bench/fw.py CLIP.wav [...]                     # transcribe, print text and speed
+    python -m bench.fw CLIP.wav [...]                     # transcribe, print text and speed
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The same clips through (a) the in-process Transcriber and (b) HTTP against the running graph.
 
     make serve                                  # in another terminal (or serve run ...)
-    .venv/bin/python bench/http_vs_inprocess.py [--concurrency 1,4,16] [--requests 64]
-    .venv/bin/python bench/http_vs_inprocess.py --start --serve-status   # its own serve run
+    .venv/bin/python -m bench.http_vs_inprocess [--concurrency 1,4,16] [--requests 64]
+    .venv/bin/python -m bench.http_vs_inprocess --start --serve-status   # its own serve run
 
 At each concurrency it sends `--requests` transcriptions (the clips in turn) from that many
 threads and reports audio-seconds per wall-second, p50/p99 latency, and for HTTP the encoder
@@ -27,9 +27,6 @@ from pathlib import Path
 
 import httpx
 import yaml
-
-if __package__ in (None, ""):  # run as a script: make `bench.*` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     REPO,

@@ -2,8 +2,8 @@
 then the steady rate again to show recovery.
 
     make serve                                   # in another terminal, or let --start do it
-    .venv/bin/python bench/load.py               # 4 min steady, 30 s overload, 60 s recovery
-    .venv/bin/python bench/load.py --start --steady-s 60 --overload-s 20 --recovery-s 30
+    .venv/bin/python -m bench.load               # 4 min steady, 30 s overload, 60 s recovery
+    .venv/bin/python -m bench.load --start --steady-s 60 --overload-s 20 --recovery-s 30
 
 Requests arrive open-loop (at fixed intervals, whatever the service answers), so an overloaded
 service really sees more work than it can do, as with real clients. Each request has a
@@ -31,7 +31,6 @@ import collections
 import json
 import os
 import statistics
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -40,9 +39,6 @@ from typing import Any
 
 import httpx
 import psutil
-
-if __package__ in (None, ""):  # run as a script: make `bench.*` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import latency_summary, machine_info, uptime_line, write_results
 from bench.stack import MemorySample, ServeStack, memory_summary, snapshot

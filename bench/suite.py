@@ -1,4 +1,4 @@
-"""The benchmark suite, one command: `python bench/suite.py` (or `make bench`).
+"""The benchmark suite, one command: `python -m bench.suite` (or `make bench`).
 
 Builds the short (3-5 s), medium (15 s) and long (2 min) clips (bench/clips.py), then measures
 throughput (audio-seconds per wall-second) and latency p50/p95/p99 at each concurrency for
@@ -17,10 +17,10 @@ sends max(c, base) requests (base per kind: --requests short,medium,long). Write
 bench/results/suite-<time>.json, PNG plots and the JSON behind them in bench/report/, and
 regenerates BENCHMARKS.md from that JSON.
 
-    python bench/suite.py                                # everything (~20 min on 2 cores)
-    python bench/suite.py --quick                        # a smoke run (~3 min)
-    python bench/suite.py --levels 1,4 --kinds short --skip fw,onnx
-    python bench/suite.py --report-only bench/report/suite.json   # re-render BENCHMARKS.md
+    python -m bench.suite                                # everything (~20 min on 2 cores)
+    python -m bench.suite --quick                        # a smoke run (~3 min)
+    python -m bench.suite --levels 1,4 --kinds short --skip fw,onnx
+    python -m bench.suite --report-only bench/report/suite.json   # re-render BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -34,9 +34,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make `bench.*` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.clips import DEFAULT_COUNTS, Clip, build_clips
 from bench.common import (
@@ -473,7 +470,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "benchmark": "suite",
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": ["python", "bench/suite.py", *sys.argv[1:]],
+        "command": ["python", "-m", "bench.suite", *sys.argv[1:]],
         "note": args.note,
         "machine": machine_info(),
         "settings": {

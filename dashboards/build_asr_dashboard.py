@@ -3,7 +3,7 @@
 Panels are listed here once, as (title, unit, [(legend, PromQL)]), and laid out two per
 row; `python dashboards/build_asr_dashboard.py` regenerates the JSON (a test checks that
 the committed file is current, and the integration test runs every query against a real
-Prometheus). Metric names: `ray_asr_*` are the service's own (serve_app/telemetry.py, with
+Prometheus). Metric names: `ray_asr_*` are the service's own (serve_app/metrics.py, with
 the `ray_` prefix Ray adds), `ray_serve_*` and `ray_component_*` are Ray's.
 """
 

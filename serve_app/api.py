@@ -1,7 +1,7 @@
 """The HTTP API: a plain Starlette ASGI app with the transcription pipeline injected.
 
 Ray-free on purpose: `serve_app.deployments.Ingress` builds it around handles to the other
-stages, tests build it around a fake, and `InProcessPipeline` runs it without Ray at all.
+stages, and tests build it around a fake pipeline.
 Every error becomes a JSON response in one place (`_error_response`), shaped like OpenAI's
 (`{"error": {"code", "message", "type"}}`) so SDK clients surface the message, with the
 message also under `detail`, where clients of the original PhoWhisper-CTC service (FastAPI)
@@ -20,47 +20,36 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serve_app import __version__
+from serve_app import SERVICE_NAME, __version__
 from serve_app.audio import DEFAULT_MAX_BYTES
 from serve_app.errors import InputError
-from serve_app.formats import Transcript, render
-from serve_app.telemetry import (
-    RequestMetrics,
-    TelemetryMiddleware,
-    current_trace_id,
-    note_errors,
+from serve_app.formats import (
+    LANGUAGE_NAMES,
+    Transcript,
+    openai_json,
+    openai_verbose_json,
+    render,
+)
+from serve_app.metrics import RequestMetrics, TelemetryMiddleware, note_errors
+from serve_app.tracing import current_trace_id
+from serve_app.upload import (
+    MODEL_ALIASES,
+    SERVED_MODEL_TYPE,
+    ApiError,
+    Options,
+    parse_options,
+    read_upload,
 )
 
-SERVICE_NAME = "vi-asr-serve"
 REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_CHARS = 128  # a client's own id is echoed only when it is this short
-MULTIPART_OVERHEAD_BYTES = 64 * 1024  # boundaries and small fields around the file part
-# A body trickled in (slow loris) would hold an ingress slot until the proxy's request timeout
-# (minutes). Any upload gets UPLOAD_GRACE_S, then must average MIN_UPLOAD_BYTES_PER_S or 408.
-UPLOAD_GRACE_S = 20.0
-MIN_UPLOAD_BYTES_PER_S = 1024
-MAX_FORM_FIELDS = 32
-MAX_ECHOED_CHARS = 64  # of a client's field value quoted back in an error message
-OPENAI_MODEL_ALIASES = frozenset({"whisper-1", "default"})  # what SDK examples send
-# The model id the original PhoWhisper-CTC service listed and its clients send by default.
-SEED_MODEL_ALIASES = frozenset({"phowhisper-tiny-ctc"})
-MODEL_ALIASES = OPENAI_MODEL_ALIASES | SEED_MODEL_ALIASES
-# Its optional `model_type` (pytorch|onnx) picked a runtime; here both run the ONNX model.
-MODEL_TYPES = ("pytorch", "onnx")
-SERVED_MODEL_TYPE = "onnx"
-LANGUAGE_NAMES = {"vi": "vietnamese"}  # OpenAI's verbose_json names the language in full
-LANGUAGE_ALIASES = {"vi": "vi", "vie": "vi", "vi-vn": "vi", "vietnamese": "vi"}
-TRANSCRIBE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
-GRANULARITIES = ("word", "segment")
 TEXT_MEDIA_TYPES = {"text": "text/plain", "srt": "text/plain", "vtt": "text/vtt"}
-RAW_AUDIO_TYPES = ("audio/", "application/octet-stream")
 
 
 # ---------------------------------------------------------------------------------------
@@ -114,15 +103,6 @@ class ApiSettings:
     # Ray Serve's proxy already sets X-Request-ID on every response (its own 503s too);
     # the app adds it only when it runs without that proxy.
     add_request_id_header: bool = True
-
-
-class ApiError(Exception):
-    """A request the API itself rejects (bad field, auth, media type)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 # ---------------------------------------------------------------------------------------
@@ -198,154 +178,6 @@ async def _on_unexpected(_: Request, exc: Exception) -> Response:
 
 
 # ---------------------------------------------------------------------------------------
-# Upload parsing: each upload is read once, as raw bytes
-
-
-@dataclass(frozen=True)
-class Upload:
-    audio: bytes
-    fields: dict[str, list[str]]
-
-    def get(self, name: str) -> str | None:
-        values = self.fields.get(name)
-        return values[-1] if values else None
-
-
-def _with_upload_deadline(request: Request) -> Request:
-    """The same request, whose body must keep arriving (see UPLOAD_GRACE_S)."""
-    started = time.monotonic()
-    received = 0
-
-    async def receive() -> Message:
-        nonlocal received
-        deadline = started + UPLOAD_GRACE_S + received / MIN_UPLOAD_BYTES_PER_S
-        try:
-            message = await asyncio.wait_for(request.receive(), deadline - time.monotonic())
-        except TimeoutError:
-            raise ApiError(
-                408,
-                "upload_too_slow",
-                f"the upload sent {received} bytes in {time.monotonic() - started:.0f} s; "
-                f"after {UPLOAD_GRACE_S:.0f} s it must average {MIN_UPLOAD_BYTES_PER_S} bytes/s",
-            ) from None
-        received += len(message.get("body", b""))
-        return message
-
-    return Request(request.scope, receive)
-
-
-async def read_upload(request: Request, max_bytes: int) -> Upload:
-    """A multipart form with a `file` part, or a raw `audio/*` body (fields in the query)."""
-    request = _with_upload_deadline(request)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit():
-        slack = MULTIPART_OVERHEAD_BYTES if content_type == "multipart/form-data" else 0
-        if int(declared) > max_bytes + slack:
-            raise ApiError(
-                413, "audio_too_large", f"upload is {declared} bytes, the limit is {max_bytes}"
-            )
-    if content_type == "multipart/form-data":
-        return await _read_multipart(request, max_bytes)
-    if content_type.startswith(RAW_AUDIO_TYPES):
-        audio = await _read_body(request, max_bytes)
-        fields = {k: request.query_params.getlist(k) for k in request.query_params}
-        return Upload(audio, fields)
-    raise ApiError(
-        415,
-        "unsupported_media_type",
-        f"send multipart/form-data with a `file` part, or a raw audio/* body; "
-        f"got Content-Type {content_type or 'none'!r}",
-    )
-
-
-async def _read_multipart(request: Request, max_bytes: int) -> Upload:
-    async with request.form(max_files=1, max_fields=MAX_FORM_FIELDS) as form:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ApiError(400, "missing_file", "the form has no `file` part with the audio")
-        audio = await upload.read(max_bytes + 1)
-        if len(audio) > max_bytes:
-            raise ApiError(413, "audio_too_large", f"upload is over the {max_bytes} byte limit")
-        fields: dict[str, list[str]] = {}
-        for key, value in form.multi_items():
-            if isinstance(value, str):
-                fields.setdefault(key, []).append(value)
-    return Upload(audio, fields)
-
-
-async def _read_body(request: Request, max_bytes: int) -> bytes:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise ApiError(413, "audio_too_large", f"upload is over the {max_bytes} byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-# ---------------------------------------------------------------------------------------
-# Field validation
-
-
-def _echo(value: str) -> str:
-    """A client's value quoted in an error, cut short: a 1 MB field is not sent back."""
-    if len(value) <= MAX_ECHOED_CHARS:
-        return repr(value)
-    return f"{value[:MAX_ECHOED_CHARS]!r}... ({len(value)} characters)"
-
-
-def _check_language(value: str | None, info: ServiceInfo) -> None:
-    if not value:
-        return
-    code = LANGUAGE_ALIASES.get(value.strip().lower())
-    if code != info.language:
-        raise ApiError(
-            400,
-            "unsupported_language",
-            f"language {_echo(value)} is not served; this model transcribes {info.language!r}",
-        )
-
-
-def _check_model(value: str | None, info: ServiceInfo) -> None:
-    if value and value not in {info.model, *MODEL_ALIASES}:
-        raise ApiError(
-            400, "model_not_found", f"model {_echo(value)} is not served; use {info.model!r}"
-        )
-
-
-def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ApiError(
-            400, f"invalid_{name}", f"{name} {_echo(value)} is not one of {', '.join(allowed)}"
-        )
-    return value
-
-
-@dataclass(frozen=True)
-class Options:
-    fmt: str
-    granularities: frozenset[str]
-
-
-def _options(upload: Upload, info: ServiceInfo) -> Options:
-    _check_language(upload.get("language"), info)
-    _check_model(upload.get("model"), info)
-    if model_type := upload.get("model_type"):
-        _check_choice("model_type", model_type, MODEL_TYPES)
-    fmt = upload.get("response_format") or "json"
-    granularities = upload.fields.get("timestamp_granularities[]", []) + upload.fields.get(
-        "timestamp_granularities", []
-    )
-    return Options(
-        fmt=_check_choice("response_format", fmt, TRANSCRIBE_FORMATS),
-        granularities=frozenset(
-            _check_choice("timestamp_granularity", g, GRANULARITIES) for g in granularities
-        ),
-    )
-
-
-# ---------------------------------------------------------------------------------------
 # The app
 
 
@@ -371,7 +203,7 @@ def create_app(
         started = time.perf_counter()
         authorize(request)
         upload = await read_upload(request, max_bytes)
-        options = _options(upload, info)
+        options = parse_options(upload, info.model, info.language)
         result = await pipeline.transcribe(upload.audio)
         elapsed = time.perf_counter() - started
         route = request.scope.get("state", {}).get("route", request.url.path)
@@ -405,19 +237,8 @@ def create_app(
         if options.fmt in TEXT_MEDIA_TYPES:
             return _text_response(t, options.fmt, headers)
         if options.fmt == "json":
-            return JSONResponse({"text": t.text}, headers=headers)
-        body: dict[str, Any] = {
-            "task": "transcribe",
-            "language": LANGUAGE_NAMES.get(t.language, t.language),
-            "duration": round(t.duration, 3),
-            "text": t.text,
-            "segments": [
-                {"id": i, "start": s.start, "end": s.end, "text": s.text}
-                for i, s in enumerate(t.segments)
-            ],
-        }
-        if "word" in options.granularities:
-            body["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in t.words]
+            return JSONResponse(openai_json(t), headers=headers)
+        body = openai_verbose_json(t, with_words="word" in options.granularities)
         return JSONResponse(body, headers=headers)
 
     async def root(_: Request) -> Response:

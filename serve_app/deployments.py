@@ -24,7 +24,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError,
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from serve_app import telemetry
+from serve_app import metrics, tracing
 from serve_app.api import (
     ApiSettings,
     PipelineResult,
@@ -82,10 +82,10 @@ class Preprocessor:
         from serve_app.transcriber import Preprocessor as CorePreprocessor
 
         self.core = CorePreprocessor(load_bundle(bundle_dir).config, limits)
-        telemetry.configure_tracing()  # exports spans only when OTEL_* variables say so
+        tracing.configure_tracing()  # exports spans only when OTEL_* variables say so
 
     def __call__(self, audio: bytes, trace: dict[str, str] | None = None) -> Prepared:
-        with telemetry.replica_span("preprocessor", trace):
+        with tracing.replica_span("preprocessor", trace):
             return self.core(audio)
 
     def ping(self) -> str:
@@ -114,8 +114,8 @@ class Encoder:
         overrides = {} if ort_threads is None else {"intra_op_threads": ort_threads}
         options = EncoderOptions.from_env(**overrides)
         self.core = OnnxEncoder(bundle.model_path(precision), options)
-        self.metrics = telemetry.EncoderMetrics()  # batch sizes, padded vs real frames
-        telemetry.configure_tracing()
+        self.metrics = metrics.EncoderMetrics()  # batch sizes, padded vs real frames
+        tracing.configure_tracing()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         config = BatchingConfig(**user_config)
@@ -152,7 +152,7 @@ class Encoder:
         """The batch body, callable without Ray: (log-probs, batch size) per window."""
         lengths = [f.shape[1] for f in features]
         self.metrics.batch(lengths, self.core.max_batch, self.core.options.max_padding_waste)
-        with telemetry.batch_span("encoder.batch", traces or (), len(features)):
+        with tracing.batch_span("encoder.batch", traces or (), len(features)):
             return [(out, len(features)) for out in self.core.run(features)]
 
     def ping(self) -> str:
@@ -170,7 +170,7 @@ class Decoder:
         self.bundle = load_bundle(bundle_dir)
         self.core = CoreDecoder.from_bundle(self.bundle)
         self._warm_up()
-        telemetry.configure_tracing()
+        tracing.configure_tracing()
 
     def _warm_up(self) -> None:
         # Compile the numba kernels (and touch the beam decoder) now, not on a request.
@@ -189,7 +189,7 @@ class Decoder:
         log_probs: list[np.ndarray | None],
         trace: dict[str, str] | None = None,
     ) -> Transcript:
-        with telemetry.replica_span("decoder", trace):
+        with tracing.replica_span("decoder", trace):
             return self.core(prepared, log_probs)
 
     def settings(self) -> dict[str, Any]:
@@ -230,11 +230,11 @@ class ServePipeline:
     async def _transcribe(self, audio: bytes) -> PipelineResult:
         t0 = time.perf_counter()
         # Each stage span yields (carrier,) when tracing, else (): extra handle-call args.
-        with telemetry.stage_span("preprocess") as trace:
+        with tracing.stage_span("preprocess") as trace:
             prepared: Prepared = await _retry_once(partial(self.preprocessor.remote, audio, *trace))
         t1 = time.perf_counter()
         speech = [i for i, w in enumerate(prepared.windows) if w.features is not None]
-        with telemetry.stage_span("encode", windows=len(speech)) as trace:
+        with tracing.stage_span("encode", windows=len(speech)) as trace:
             encoded = await asyncio.gather(
                 *(
                     _retry_once(
@@ -251,7 +251,7 @@ class ServePipeline:
         skeleton = Prepared(
             prepared.duration_s, [replace(w, features=None) for w in prepared.windows]
         )
-        with telemetry.stage_span("decode") as trace:
+        with tracing.stage_span("decode") as trace:
             transcript = await _retry_once(
                 partial(self.decoder.remote, skeleton, log_probs, *trace)
             )
@@ -317,10 +317,10 @@ class Ingress:
         ping_timeout_s = max(0.5, settings.health_timeout_s - 0.5)
         self.pipeline = ServePipeline(preprocessor, encoder, decoder, info, ping_timeout_s)
         self.settings = settings
-        self.metrics = telemetry.RayRequestMetrics(info.model, info.precision, info.language)
+        self.metrics = metrics.RayRequestMetrics(info.model, info.precision, info.language)
         # Trace ids for every request (returned as trace_id); spans leave this process only
         # when OTEL_* variables choose an exporter.
-        telemetry.configure_tracing(ids_without_exporter=True)
+        tracing.configure_tracing(ids_without_exporter=True)
 
     def __serve_build_asgi_app__(self):
         return create_app(self.pipeline, self.settings, self.metrics)

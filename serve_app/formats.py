@@ -1,4 +1,6 @@
-"""Transcript data classes and their renderings: plain text, JSON, SRT and WebVTT."""
+"""Transcript data classes and their renderings: plain text, JSON, SRT, WebVTT, and the
+bodies of OpenAI's transcription API (`json`: text only; `verbose_json`: segments and,
+when asked, words)."""
 
 from __future__ import annotations
 
@@ -177,3 +179,27 @@ def render(transcript: Transcript, fmt: str) -> str:
             f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}"
         ) from None
     return renderer(transcript)
+
+
+# OpenAI's verbose_json names the language in full.
+LANGUAGE_NAMES = {"vi": "vietnamese"}
+
+
+def openai_json(transcript: Transcript) -> dict[str, Any]:
+    return {"text": transcript.text}
+
+
+def openai_verbose_json(transcript: Transcript, with_words: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "task": "transcribe",
+        "language": LANGUAGE_NAMES.get(transcript.language, transcript.language),
+        "duration": round(transcript.duration, _TIME_DECIMALS),
+        "text": transcript.text,
+        "segments": [
+            {"id": i, "start": s.start, "end": s.end, "text": s.text}
+            for i, s in enumerate(transcript.segments)
+        ],
+    }
+    if with_words:
+        body["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in transcript.words]
+    return body

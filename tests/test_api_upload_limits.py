@@ -9,7 +9,7 @@ import json
 import pytest
 from starlette.testclient import TestClient
 
-from serve_app import api
+from serve_app import upload
 from serve_app.api import ApiSettings, PipelineResult, ServiceInfo, create_app
 from serve_app.formats import Transcript
 
@@ -64,8 +64,8 @@ def post(parts: list[tuple[float, bytes]], content_type: bytes, ends: bool) -> t
 
 @pytest.mark.parametrize("content_type", [b"audio/wav", b"multipart/form-data; boundary=b"])
 def test_a_trickled_upload_gets_408(monkeypatch, content_type):
-    monkeypatch.setattr(api, "UPLOAD_GRACE_S", 0.5)
-    monkeypatch.setattr(api, "MIN_UPLOAD_BYTES_PER_S", 100)
+    monkeypatch.setattr(upload, "UPLOAD_GRACE_S", 0.5)
+    monkeypatch.setattr(upload, "MIN_UPLOAD_BYTES_PER_S", 100)
     trickle = [(0.0, b"--b\r\n")] + [(0.1, b"x")] * 100  # 10 bytes/s
     status, body = post(trickle, content_type, ends=False)
     assert status == 408
@@ -73,14 +73,14 @@ def test_a_trickled_upload_gets_408(monkeypatch, content_type):
 
 
 def test_a_stalled_upload_gets_408(monkeypatch):
-    monkeypatch.setattr(api, "UPLOAD_GRACE_S", 0.3)
+    monkeypatch.setattr(upload, "UPLOAD_GRACE_S", 0.3)
     status, body = post([(0.0, b"RIFF")], b"audio/wav", ends=False)
     assert status == 408 and "4 bytes" in body["error"]["message"]
 
 
 def test_an_upload_at_the_minimum_rate_is_not_cut(monkeypatch):
-    monkeypatch.setattr(api, "UPLOAD_GRACE_S", 0.2)
-    monkeypatch.setattr(api, "MIN_UPLOAD_BYTES_PER_S", 1000)
+    monkeypatch.setattr(upload, "UPLOAD_GRACE_S", 0.2)
+    monkeypatch.setattr(upload, "MIN_UPLOAD_BYTES_PER_S", 1000)
     steady = [(0.05, b"x" * 200)] * 10  # 4000 bytes/s for 0.5 s: past the grace period
     status, body = post(steady, b"audio/wav", ends=True)
     assert status == 200, body

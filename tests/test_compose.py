@@ -23,7 +23,7 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from serve_app import kuberay, telemetry
+from serve_app import kuberay, tracing
 from tests.deploy_tools import assert_checkov_clean, find_tool, run_checkov
 from tests.test_container import _dockerignore_allows
 
@@ -270,12 +270,12 @@ def test_traces_go_to_jaeger_over_otlp_http(services):
     env = services["asr"]["environment"]
     endpoint = urlsplit(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
     assert (endpoint.hostname, endpoint.port) == ("jaeger", OTLP_HTTP_PORT)
-    # serve_app/telemetry.py's default protocol is OTLP/HTTP, the port above.
+    # serve_app/tracing.py's default protocol is OTLP/HTTP, the port above.
     assert "OTEL_EXPORTER_OTLP_PROTOCOL" not in env
-    assert telemetry.exporter_names(env) == ["otlp"]
+    assert tracing.exporter_names(env) == ["otlp"]
     # Documented switch: an empty endpoint exports nothing (no monitoring profile).
     quiet = render(OTEL_EXPORTER_OTLP_ENDPOINT="")["services"]["asr"]["environment"]
-    assert telemetry.exporter_names(quiet) == []
+    assert tracing.exporter_names(quiet) == []
     # ASR_API_KEY reaches the service and the UI alike.
     keyed = render(ASR_API_KEY="k")["services"]
     assert keyed["asr"]["environment"]["ASR_API_KEY"] == keyed["ui"]["environment"]["ASR_API_KEY"]
@@ -326,8 +326,14 @@ def test_ui_image_copies_only_the_build_context_runs_as_non_root_and_passes_chec
     assert sources and all(_dockerignore_allows(s) for s in sources), sources
     users = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
     assert users and users[-1] not in ("root", "0"), users
-    # ui/ is not in the build context: it is mounted where the image runs ui/app.py from.
+    # The UI imports nothing of serve_app: the image installs the `ui` extra's requirements
+    # from pyproject.toml, not the project.
+    assert sources == ["pyproject.toml"], sources
+    assert '["optional-dependencies"]["ui"]' in text and "pip install --no-cache-dir -r" in text
+    # ui/ is not in the build context: it is mounted where the image runs ui/app.py from, and
+    # `python -m` puts that working directory on sys.path for the `ui.*` imports.
     (workdir,) = re.findall(r"^WORKDIR\s+(\S+)", text, flags=re.M)
     assert not _dockerignore_allows("ui")
-    assert bind_target(ui, "ui") == f"{workdir}/ui" and '"ui/app.py"' in text
+    assert bind_target(ui, "ui") == f"{workdir}/ui"
+    assert '["python", "-m", "streamlit", "run", "ui/app.py",' in text
     assert_checkov_clean(run_checkov(UI_DOCKERFILE, "dockerfile"), "compose/ui.Dockerfile")

@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from serve_app.api import UPLOAD_GRACE_S
+from serve_app.upload import UPLOAD_GRACE_S
 from tests.conftest import API_KEY, AUTH
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -1,6 +1,7 @@
-"""serve_app.telemetry without a Ray cluster: exporter choice from OTEL_* variables, one trace
-per request through the real stages (in-process, spans in an in-memory exporter), what the
-ingress records, the Ray-backed metric definitions, and the dashboard/alert files."""
+"""serve_app.metrics and serve_app.tracing without a Ray cluster: exporter choice from
+OTEL_* variables, one trace per request through the real stages (in-process, spans in an
+in-memory exporter), what the ingress records, the Ray-backed metric definitions, and the
+dashboard/alert files."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import yaml
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from ray.serve.exceptions import BackPressureError
 
-from serve_app import telemetry
+from serve_app import metrics as asr_metrics
+from serve_app import tracing
 from serve_app.api import ApiSettings, ServiceInfo, ServiceUnavailable, create_app
 from serve_app.errors import InputError
 
@@ -28,7 +30,7 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 @pytest.fixture(autouse=True)
 def no_tracing_after():
     yield
-    telemetry.configure_tracing(env={})
+    tracing.configure_tracing(env={})
 
 
 # ---------------------------------------------------------------------------------------
@@ -48,14 +50,14 @@ def no_tracing_after():
     ],
 )
 def test_exporters_come_from_the_standard_variables(env, names):
-    assert telemetry.exporter_names(env) == names
+    assert tracing.exporter_names(env) == names
 
 
 def test_unknown_exporter_or_protocol_is_an_error():
     with pytest.raises(ValueError, match="zipkin"):
-        telemetry.exporter_names({"OTEL_TRACES_EXPORTER": "zipkin"})
+        tracing.exporter_names({"OTEL_TRACES_EXPORTER": "zipkin"})
     with pytest.raises(ValueError, match="http/json"):
-        telemetry.configure_tracing(
+        tracing.configure_tracing(
             env={"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}
         )
 
@@ -66,23 +68,23 @@ def test_otlp_exporter_is_installed_batched(protocol):
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
         "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
     }
-    assert telemetry.configure_tracing(env=env) is True
-    (exporter,) = telemetry.exporters()
+    assert tracing.configure_tracing(env=env) is True
+    (exporter,) = tracing.exporters()
     module = type(exporter).__module__
     assert ("grpc" if protocol == "grpc" else "http") in module
 
 
 def test_no_exporter_means_no_spans_except_trace_ids_at_the_ingress():
-    assert telemetry.configure_tracing(env={}) is False
-    with telemetry.stage_span("preprocess") as extra:
+    assert tracing.configure_tracing(env={}) is False
+    with tracing.stage_span("preprocess") as extra:
         assert extra == ()  # handle calls keep their plain signature
-    assert isinstance(telemetry.replica_span("x", {"traceparent": "00-..."}), nullcontext)
-    assert telemetry.configure_tracing(ids_without_exporter=True, env={}) is False
-    with telemetry.server_span("/transcribe", "POST", []):
-        assert telemetry.current_trace_id()
-        with telemetry.stage_span("encode") as extra:
+    assert isinstance(tracing.replica_span("x", {"traceparent": "00-..."}), nullcontext)
+    assert tracing.configure_tracing(ids_without_exporter=True, env={}) is False
+    with tracing.server_span("/transcribe", "POST", []):
+        assert tracing.current_trace_id()
+        with tracing.stage_span("encode") as extra:
             (carrier,) = extra
-            assert carrier["traceparent"].split("-")[1] == telemetry.current_trace_id()
+            assert carrier["traceparent"].split("-")[1] == tracing.current_trace_id()
 
 
 # ---------------------------------------------------------------------------------------
@@ -108,7 +110,7 @@ class LocalHandle:
         return self.target(*args)
 
 
-class Recorder(telemetry.RequestMetrics):
+class Recorder(asr_metrics.RequestMetrics):
     def __init__(self) -> None:
         self.calls: list[tuple] = []
 
@@ -156,7 +158,7 @@ async def _post(app, path: str, **kwargs) -> httpx.Response:
 @pytest.mark.slow
 def test_one_request_one_trace_with_a_span_per_stage(stages):
     exporter = InMemorySpanExporter()
-    telemetry.configure_tracing(exporter)
+    tracing.configure_tracing(exporter)
     metrics = Recorder()
     files = {"file": ("a.wav", CLIP.read_bytes())}
     headers = {"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"}
@@ -253,15 +255,15 @@ def test_error_kind_is_the_json_error_code():
     class Coded(InputError):
         code = "audio_too_long"
 
-    assert telemetry.error_kind(Coded("x")) == "audio_too_long"
-    assert telemetry.error_kind(ValueError()) == "internal_error"
+    assert asr_metrics.error_kind(Coded("x")) == "audio_too_long"
+    assert asr_metrics.error_kind(ValueError()) == "internal_error"
     try:  # what ServePipeline does with Ray's BackPressureError (no Retry-After configured)
         try:
             raise BackPressureError(num_queued_requests=1, max_queued_requests=1)
         except BackPressureError:
             raise ServiceUnavailable("at capacity") from None
     except ServiceUnavailable as exc:
-        assert telemetry.error_kind(exc) == "overloaded"
+        assert asr_metrics.error_kind(exc) == "overloaded"
 
 
 # ---------------------------------------------------------------------------------------
@@ -270,13 +272,13 @@ def test_error_kind_is_the_json_error_code():
 
 
 def test_ray_metrics_accept_what_the_ingress_and_encoder_record():
-    metrics = telemetry.RayRequestMetrics("default", "int8", "vi")
+    metrics = asr_metrics.RayRequestMetrics("default", "int8", "vi")
     metrics.request("/transcribe", "POST", 200, 0.2)
     metrics.error("/transcribe", "audio_too_large")
     metrics.rejected("/transcribe")
     metrics.transcribed("/transcribe", 3.0, 0.2, {"preprocess": 0.01, "encode": 0.1})
     metrics.transcribed("/transcribe", 0.0, 0.01, {})  # empty audio: no RTF, no audio seconds
-    encoder = telemetry.EncoderMetrics()
+    encoder = asr_metrics.EncoderMetrics()
     encoder.batch([200, 120, 200], max_batch=8, max_waste=0.25)
     encoder.batch([100], max_batch=1, max_waste=0.25)
 

@@ -4,15 +4,25 @@ The backend is faked at the HTTP layer only: the service's real Starlette app
 (`serve_app.api.create_app`, with its real parsing, auth and JSON errors) runs under uvicorn
 on 127.0.0.1 around a canned pipeline, so the UI's real httpx client talks real HTTP. A
 switch in front of it can also answer like Ray Serve's proxy (plain-text 503) or a gateway
-(HTML 502), which the ingress itself never sends. The pure helpers are tested directly.
+(HTML 502), which the ingress itself never sends. The pure helpers are tested directly, the
+UI's subtitles against the service's renderer (serve_app.formats), which the UI itself may
+not import.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import io
 import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,16 +32,19 @@ import numpy as np
 import pytest
 import soundfile as sf
 import uvicorn
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 from starlette.responses import PlainTextResponse
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
+from serve_app import formats
 from serve_app.api import ApiSettings, PipelineResult, ServiceInfo, ServiceUnavailable, create_app
 from serve_app.errors import AudioTooLongError, UnsupportedAudioError
-from serve_app.formats import Transcript, Word, render, words_to_segments
+from serve_app.formats import Segment, Transcript, Word, render, words_to_segments
 from tests.conftest import free_port
 from ui import client as ui_client
-from ui import results, waveform
+from ui import results, subtitles, waveform
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "ui" / "app.py")
@@ -544,18 +557,144 @@ def test_waveform_envelope_and_undecodable_audio():
     assert waveform.envelope_of(b"") is None
 
 
-def test_ui_modules_do_not_load_the_model_stack():
-    """The UI is an HTTP client: importing it must not pull in Ray, ONNX Runtime or numba."""
-    import subprocess
-    import sys
+# ---------------------------------------------------------------------------------------
+# The UI's subtitles: byte-for-byte the service's, from the JSON alone
 
-    code = (
-        "import sys, ui.client, ui.results, ui.waveform; "
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'onnxruntime', 'numba', "
-        "'torch', 'scipy'}))"
+
+def _words(text: str, start: float, step: float = 0.35, length: float = 0.3) -> list[Word]:
+    return [
+        Word(w, start + i * step, start + i * step + length) for i, w in enumerate(text.split())
+    ]
+
+
+# Words with no segments, which the renderer groups itself: at sentence ends, at a pause
+# over 0.8 s, at 84 characters (many short words) and at 6 s (few slow ones).
+_UNSEGMENTED = (
+    _words("xin chào. các bạn? vâng", 0.0)
+    + _words("sau khoảng lặng dài", 3.0)
+    + _words(" ".join(f"từ{i}" for i in range(30)), 5.0, step=0.25, length=0.2)
+    + _words("một hai ba bốn năm sáu bảy tám chín mười", 13.0, step=0.7, length=0.6)
+)
+SUBTITLE_CASES = {
+    "segments": TRANSCRIPT,
+    "words_only": Transcript(" ".join(w.word for w in _UNSEGMENTED), "vi", 21.0, _UNSEGMENTED),
+    "text_only": Transcript("xin chào các bạn", "vi", 2.5),
+    "empty": Transcript("", "vi", 1.0),
+    "silence_with_segments_only": Transcript("", "vi", 2.0, [], [Segment(0.5, 1.5, "ừ")]),
+    "markup_lines_and_hours": Transcript(
+        "a & b <i>c</i> --> d hai dòng",
+        "vi",
+        3730.0,
+        [Word("a", 3599.9995, 3600.0005)],
+        [
+            Segment(3599.9995, 3600.0005, "a & b <i>c</i> --> d"),
+            Segment(3725.4567, 3729.0, "hai\n\ndòng \t ở  đây"),
+        ],
+    ),
+}
+
+
+def ui_render(transcript: Transcript, ext: str) -> str:
+    """What the UI makes of the service's JSON for this transcript."""
+    body = json.loads(formats.to_json(transcript))
+    return subtitles.RENDERERS[ext](subtitles.Transcript.from_json(body))
+
+
+@pytest.mark.parametrize("name", SUBTITLE_CASES)
+@pytest.mark.parametrize(("ext", "fmt"), [("txt", "text"), ("srt", "srt"), ("vtt", "vtt")])
+def test_subtitles_match_the_service_renderer(name, ext, fmt):
+    transcript = SUBTITLE_CASES[name]
+    assert ui_render(transcript, ext) == render(transcript, fmt)
+
+
+_TEXT = hs.text(alphabet="aàạ.?!…&<>- \n", max_size=12)
+_TIME = hs.floats(0, 7200, allow_nan=False)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(
+    words=hs.lists(hs.builds(Word, _TEXT, _TIME, _TIME), max_size=25),
+    segments=hs.lists(hs.builds(Segment, _TIME, _TIME, _TEXT), max_size=4),
+    text=_TEXT,
+)
+def test_subtitles_match_the_service_renderer_on_any_transcript(words, segments, text):
+    transcript = Transcript(text, "vi", 3.0, words, segments)
+    for ext, fmt in (("txt", "text"), ("srt", "srt"), ("vtt", "vtt")):
+        assert ui_render(transcript, ext) == render(transcript, fmt)
+
+
+def test_subtitle_rules_are_the_services():
+    ours = (
+        subtitles.MAX_SEGMENT_S,
+        subtitles.MAX_GAP_S,
+        subtitles.MAX_SEGMENT_CHARS,
+        subtitles.SENTENCE_END,
     )
+    assert ours == (
+        formats.DEFAULT_MAX_SEGMENT_S,
+        formats.DEFAULT_MAX_GAP_S,
+        formats.DEFAULT_MAX_SEGMENT_CHARS,
+        formats.SENTENCE_END,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# What the UI imports: only the `ui` extra, never the model stack or serve_app
+
+UI_MODULES = sorted(p.stem for p in (REPO / "ui").glob("*.py") if p.stem not in ("__init__", "app"))
+NOT_IN_THE_UI = {"serve_app", "ray", "onnxruntime", "numba", "torch", "scipy"}
+
+
+def test_ui_imports_neither_serve_app_nor_the_model_stack():
+    """The UI is an HTTP client that knows the service by its JSON: importing every ui module
+    and running the app loads nothing of serve_app, Ray, ONNX Runtime, numba, torch or scipy.
+    In a fresh interpreter, so that what this test process imported hides nothing."""
+    code = textwrap.dedent(
+        f"""
+        import importlib, json, sys
+        for name in {UI_MODULES!r}:
+            importlib.import_module("ui." + name)
+        from streamlit.testing.v1 import AppTest
+        at = AppTest.from_file("ui/app.py", default_timeout={APP_TIMEOUT_S}).run()
+        assert not at.exception, at.exception
+        assert at.sidebar.error, "the app did not run up to its status panel"
+        print(json.dumps(sorted(sys.modules)))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASR_")}
+    env["ASR_URL"] = f"http://127.0.0.1:{free_port()}"  # nothing listens: no request leaves
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=APP_TIMEOUT_S * 2,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    loaded = json.loads(out.stdout.splitlines()[-1])
+    assert {f"ui.{name}" for name in UI_MODULES} <= set(loaded)  # app.py runs, not imported
+    assert sorted({m.split(".")[0] for m in loaded} & NOT_IN_THE_UI) == []
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_ui_extra_lists_every_package_ui_imports():
+    """compose/ui.Dockerfile installs the `ui` extra of pyproject.toml and nothing else."""
+    imported: set[str] = set()
+    for path in (REPO / "ui").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"__future__", "ui"}
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extra = {_canonical(re.match(r"[\w.-]+", r)[0]) for r in project["optional-dependencies"]["ui"]}
+    distributions = importlib.metadata.packages_distributions()
+    assert third_party, "no imports found in ui/"
+    for module in sorted(third_party):
+        provided_by = {_canonical(d) for d in distributions.get(module, [module])}
+        assert provided_by & extra, f"ui/ imports {module}, which the ui extra does not list"

@@ -2,9 +2,11 @@
 times, download it, and see whether the service is healthy.
 
 It talks to the ingress over HTTP only (`ui/client.py`); everything that is not layout lives
-in small modules next to it. Run it with `make ui`, or:
+in small modules next to it, none of which imports the service's package. Run it with
+`make ui`, or from the repository root (`python -m` puts the working directory on sys.path,
+so `ui.*` imports):
 
-    ASR_URL=http://127.0.0.1:8000 streamlit run ui/app.py --server.address 127.0.0.1
+    ASR_URL=http://127.0.0.1:8000 python -m streamlit run ui/app.py --server.address 127.0.0.1
 
 Environment: ASR_URL, ASR_API_KEY, ASR_TIMEOUT_S, ASR_RAY_DASHBOARD_URL, ASR_GRAFANA_URL
 (all can be changed in the sidebar too).
@@ -13,27 +15,19 @@ Environment: ASR_URL, ASR_API_KEY, ASR_TIMEOUT_S, ASR_RAY_DASHBOARD_URL, ASR_GRA
 from __future__ import annotations
 
 import os
-import sys
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-# `streamlit run ui/app.py` puts ui/ on sys.path, not the repository: add it so `ui.*` and
-# `serve_app.formats` import the same way here as in the tests.
-_REPO = str(Path(__file__).resolve().parent.parent)
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from ui import waveform  # noqa: E402
-from ui.client import (  # noqa: E402
+from ui import waveform
+from ui.client import (
     AsrClient,
     ServiceError,
     Settings,
     normalize_url,
 )
-from ui.results import (  # noqa: E402
+from ui.results import (
     History,
     Result,
     downloads,

@@ -1,8 +1,8 @@
 """Pure helpers over one /transcribe result: timing text, the words table, the download
 files, and this session's history. No Streamlit here, so tests call them directly.
 
-Subtitles are rendered by `serve_app.formats` (pure Python, the service's own renderer), so
-a .srt downloaded from the UI is byte-for-byte what `response_format=srt` returns.
+The .txt/.srt/.vtt files come from `ui/subtitles.py`, which renders them byte-for-byte as
+the service's `response_format=text|srt|vtt` would.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import PurePath
 from typing import Any
 
-from serve_app.formats import Segment, Transcript, Word, render
+from ui.subtitles import RENDERERS, Segment, Transcript, Word, segments_of, words_of
 
 MAX_HISTORY = 50  # results kept per browser session, oldest dropped first
 PREVIEW_CHARS = 60
@@ -24,7 +24,6 @@ MIME_TYPES = {
     "vtt": "text/vtt",
     "json": "application/json",
 }
-_RENDER_AS = {"txt": "text", "srt": "srt", "vtt": "vtt"}
 
 
 @dataclass(frozen=True)
@@ -52,26 +51,14 @@ class Result:
 
     @property
     def words(self) -> list[Word]:
-        return [
-            Word(str(w["word"]), float(w["start"]), float(w["end"]))
-            for w in self.body.get("words") or []
-        ]
+        return words_of(self.body)
 
     @property
     def segments(self) -> list[Segment]:
-        return [
-            Segment(float(s["start"]), float(s["end"]), str(s["text"]))
-            for s in self.body.get("segments") or []
-        ]
+        return segments_of(self.body)
 
     def transcript(self) -> Transcript:
-        return Transcript(
-            text=self.text,
-            language=str(self.body.get("language") or ""),
-            duration=self.duration,
-            words=self.words,
-            segments=self.segments,
-        )
+        return Transcript.from_json(self.body)
 
     @property
     def stem(self) -> str:
@@ -96,7 +83,7 @@ def timed_lines(result: Result) -> list[str]:
     """One line per segment: `[00:01.20 → 00:03.40] text`, then its words with start marks."""
     words = result.words
     lines = []
-    for segment in result.segments or result.transcript().segments:
+    for segment in result.segments:
         inside = [w for w in words if segment.start <= w.start < segment.end + 1e-6]
         marked = " ".join(f"[{clock(w.start)}] {w.word}" for w in inside) or segment.text
         lines.append(f"[{clock(segment.start)} → {clock(segment.end)}] {marked}")
@@ -146,7 +133,7 @@ def downloads(result: Result) -> list[Download]:
         if ext == "json":
             text = json.dumps(result.body, ensure_ascii=False, indent=2) + "\n"
         else:
-            text = render(transcript, _RENDER_AS[ext])
+            text = RENDERERS[ext](transcript)
         files.append(Download(f"{result.stem}.{ext}", MIME_TYPES[ext], text.encode("utf-8")))
     return files
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from serve_app.formats import Word
+from ui.subtitles import Word
 
 ENVELOPE_POINTS = 1200  # columns of the plot: enough for a wide screen, light for the browser
 MAX_PLOT_SECONDS = 3600.0  # longer audio is not decoded just for a picture
