@@ -18,13 +18,14 @@ from typing import Any
 
 from serve_app.decoding import DecoderSettings
 from serve_app.errors import BundleError
+from serve_app.features import ENCODER_FRAMES_PER_SECOND
 from serve_app.tokenizer import BpeVocabulary, CharVocabulary, Vocabulary
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 PRECISIONS = ("fp32", "int8")
 SUPPORTED_SAMPLE_RATE = 16000
-SUPPORTED_FRAME_RATE = 50  # encoder frames per second (20 ms each)
+SUPPORTED_FRAME_RATE = ENCODER_FRAMES_PER_SECOND  # 50 encoder frames per second (20 ms each)
 
 
 @dataclass(frozen=True)

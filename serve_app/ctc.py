@@ -17,12 +17,13 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
+from serve_app.features import ENCODER_FRAMES_PER_SECOND
 from serve_app.formats import Word
 from serve_app.tokenizer import Vocabulary
 
 __all__ = ["FRAME_DURATION_S", "TokenSpan", "Word", "greedy_decode", "spans_to_words"]
 
-FRAME_DURATION_S = 0.02  # one encoder frame is 20 ms
+FRAME_DURATION_S = 1 / ENCODER_FRAMES_PER_SECOND  # one encoder frame is 20 ms
 # A pause this long between two emitted tokens ends a word even when the model emitted no
 # space there: the head, trained on single sentences, runs the last word of one sentence into
 # the first of the next across a pause ("thưa mà" -> "thưamà"). A Vietnamese syllable (one

@@ -21,13 +21,11 @@ from serve_app.bundle import Bundle, BundleConfig, load_bundle
 from serve_app.ctc import Word, frames_to_seconds, greedy_decode, spans_to_words
 from serve_app.decoding import BeamSearchDecoder, DecoderSettings
 from serve_app.encoder import EncoderOptions, OnnxEncoder
-from serve_app.features import log_mel_spectrogram
+from serve_app.features import N_FRAMES, log_mel_spectrogram
 from serve_app.formats import Transcript, words_to_segments
 from serve_app.tokenizer import CharVocabulary, Vocabulary
-from serve_app.windows import split_windows
+from serve_app.windows import MAX_WINDOW_S, split_windows
 
-MAX_WINDOW_S = 30.0  # Whisper's positional table covers 30 s
-PAD_30S_FRAMES = 3000  # mel frames in 30 s, for bundles trained on padded input
 SILENCE_PEAK = 1e-4  # ~ -80 dBFS: a window this quiet holds no speech; skip the encoder
 FEATURE_DTYPE = np.float16  # log-mel in [-1.5, 2.5]: half precision is plenty and halves hops
 
@@ -50,7 +48,7 @@ class Prepared:
 class Preprocessor:
     def __init__(self, config: BundleConfig, limits: AudioLimits | None = None) -> None:
         self.n_mels = config.n_mels
-        self.pad_to_frames = PAD_30S_FRAMES if config.pad_to_30s else None
+        self.pad_to_frames = N_FRAMES if config.pad_to_30s else None  # 30 s-padded bundles
         self.limits = limits or AudioLimits()
 
     def __call__(self, data: bytes) -> Prepared:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from serve_app.audio import SAMPLE_RATE
+from serve_app.features import CHUNK_LENGTH
 
-MAX_WINDOW_S = 30.0  # seconds: Whisper's encoder input length
+MAX_WINDOW_S = float(CHUNK_LENGTH)  # seconds: Whisper's encoder input length
 # By default cuts are searched in the last third of the allowed span: 20-30 s into a window.
 MIN_WINDOW_FRACTION = 2 / 3
 ENERGY_FRAME_S = 0.02  # seconds: 20 ms energy frames, short against a pause

@@ -30,12 +30,11 @@ import torch.nn.functional as F
 
 from serve_app.ctc import greedy_decode
 from serve_app.evaluation import cer, wer
-from serve_app.features import log_mel_spectrogram
+from serve_app.features import ENCODER_FRAMES_PER_SECOND, log_mel_spectrogram
 from serve_app.modelbuild.model import LayerMixConvHead, SeedHead, WhisperEncoder
 from serve_app.modelbuild.weights import load_whisper_base_encoder
 from serve_app.tokenizer import CharVocabulary
 
-FRAMES_PER_SECOND = 50  # encoder frames (20 ms)
 ENCODE_BATCH_FRAMES = 24_000  # mel frames per encoder batch (~4 min of audio)
 MIX_LAYERS = (2, 3, 4, 5, 6)  # 1-based encoder layers the default head reads
 CACHE_LAYERS = (1, 2, 3, 4, 5, 6)  # what `encode` keeps: room for a wider mix
@@ -183,7 +182,7 @@ class CachedSplit:
 
     @property
     def hours(self) -> float:
-        return sum(r["frames"] for r in self.rows) / FRAMES_PER_SECOND / 3600
+        return sum(r["frames"] for r in self.rows) / ENCODER_FRAMES_PER_SECOND / 3600
 
     def batches(self, batch_frames: int, rng: random.Random) -> list[list[int]]:
         by_len: dict[int, list[int]] = defaultdict(list)
