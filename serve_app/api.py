@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app import SERVICE_NAME, __version__
@@ -36,7 +37,9 @@ from serve_app.formats import (
     openai_verbose_json,
     render,
 )
+from serve_app.live import StreamEndpoint, live
 from serve_app.metrics import RequestMetrics, TelemetryMiddleware, note_errors
+from serve_app.streaming import STREAM_PATH, StreamLimits
 from serve_app.tracing import current_trace_id
 from serve_app.upload import (
     MODEL_ALIASES,
@@ -82,6 +85,10 @@ class Pipeline(Protocol):
 
     async def transcribe(self, audio: bytes) -> PipelineResult: ...
 
+    async def transcribe_samples(self, samples: np.ndarray, sample_rate: int) -> Transcript:
+        """Float32 mono samples at `sample_rate` (a live stream's utterance) -> transcript."""
+        ...
+
     async def health(self) -> dict[str, str]:
         """Stage name -> "ok" or what went wrong."""
         ...
@@ -103,6 +110,7 @@ class ApiSettings:
     # Ray Serve's proxy already sets X-Request-ID on every response (its own 503s too);
     # the app adds it only when it runs without that proxy.
     add_request_id_header: bool = True
+    stream_limits: StreamLimits = field(default_factory=StreamLimits)
 
 
 # ---------------------------------------------------------------------------------------
@@ -257,6 +265,8 @@ def create_app(
                     "GET /health",
                     "GET /models",
                     "GET /languages",
+                    f"WS {STREAM_PATH}",
+                    "GET /live",
                 ],
             }
         )
@@ -296,6 +306,7 @@ def create_app(
         code = info.language
         return JSONResponse({"languages": [{"code": code, "name": LANGUAGE_NAMES.get(code)}]})
 
+    streams = StreamEndpoint(pipeline, metrics, settings.api_key, settings.stream_limits)
     routes = [
         Route("/", root, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
@@ -304,6 +315,8 @@ def create_app(
         Route("/languages", languages, methods=["GET"]),
         Route("/transcribe", transcribe, methods=["POST"]),
         Route("/v1/audio/transcriptions", openai_transcriptions, methods=["POST"]),
+        Route("/live", live, methods=["GET"]),
+        WebSocketRoute(STREAM_PATH, streams.handle),
     ]
     app = Starlette(
         routes=routes,

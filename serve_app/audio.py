@@ -257,6 +257,14 @@ class _Resampler:
         return output
 
 
+def resample(samples: np.ndarray, rate_in: int) -> np.ndarray:
+    """Mono float32 at `rate_in` -> SAMPLE_RATE, with the same filter as decoded uploads."""
+    resampler = _Resampler(rate_in, SAMPLE_RATE)
+    if resampler.is_identity:
+        return samples.astype(np.float32, copy=False)
+    return np.concatenate([*resampler.push(samples.astype(np.float32)), resampler.flush()])
+
+
 def _ffmpeg_only_container(data: bytes) -> str | None:
     """Name the container if it is one libsndfile cannot read but ffmpeg can, else None."""
     head = data[:16]

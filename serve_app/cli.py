@@ -119,6 +119,17 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_stream(args: argparse.Namespace) -> int:
+    from serve_app.errors import InputError
+    from serve_app.stream_client import StreamFailed, stream_file
+
+    try:
+        return stream_file(args.file, args.url, args.rate, args.api_key, args.json)
+    except (InputError, OSError, StreamFailed) as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 1
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from serve_app.evaluation import evaluate_manifest
 
@@ -200,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.choices["eval"]
     ev.add_argument("manifest", type=Path)
     ev.add_argument("--out", type=Path, default=None)
+
+    st = sub.add_parser("stream", help="stream a file to WS /v1/stream, print what comes back")
+    st.add_argument("file", type=Path)
+    st.add_argument("--url", default=os.environ.get("ASR_URL", "http://127.0.0.1:8000"))
+    st.add_argument("--rate", type=float, default=1.0, help="x real time; 0 = as fast as it can")
+    st.add_argument("--api-key", default=os.environ.get("ASR_API_KEY"))
+    st.add_argument("--json", action="store_true", help="print the JSON messages as they come")
+    st.set_defaults(func=_cmd_stream)
 
     c = sub.add_parser("convert", help="PhoWhisper-CTC Lightning checkpoint -> bundle")
     c.add_argument("checkpoint", type=Path)

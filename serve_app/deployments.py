@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -32,7 +32,7 @@ from serve_app.api import (
     ServiceUnavailable,
     create_app,
 )
-from serve_app.audio import AudioLimits
+from serve_app.audio import AudioLimits, resample
 from serve_app.bundle import load_bundle
 from serve_app.errors import InputError
 from serve_app.formats import Transcript
@@ -87,6 +87,13 @@ class Preprocessor:
     def __call__(self, audio: bytes, trace: dict[str, str] | None = None) -> Prepared:
         with tracing.replica_span("preprocessor", trace):
             return self.core(audio)
+
+    def samples(
+        self, samples: np.ndarray, sample_rate: int, trace: dict[str, str] | None = None
+    ) -> Prepared:
+        """A live stream's utterance: float32 mono at the client's rate."""
+        with tracing.replica_span("preprocessor", trace):
+            return self.core.from_audio(resample(samples, sample_rate))
 
     def ping(self) -> str:
         return "ok"
@@ -216,22 +223,19 @@ class ServePipeline:
         self.ping_timeout_s = ping_timeout_s
 
     async def transcribe(self, audio: bytes) -> PipelineResult:
-        try:
-            return await self._transcribe(audio)
-        except InputError as exc:
-            raise _original(exc) from None
-        except BackPressureError as exc:
-            raise ServiceUnavailable(
-                "the service is at capacity, retry shortly", exc.retry_after_s
-            ) from None
-        except (DeploymentUnavailableError, *STAGE_ERRORS) as exc:
-            raise ServiceUnavailable(f"a stage is unavailable ({type(exc).__name__})") from None
+        return await _answered(self._encode_decode(partial(self.preprocessor.remote, audio)))
 
-    async def _transcribe(self, audio: bytes) -> PipelineResult:
+    async def transcribe_samples(self, samples: np.ndarray, sample_rate: int) -> Transcript:
+        """A live stream's utterance through the same three stages as an upload."""
+        preprocess = partial(self.preprocessor.samples.remote, samples, sample_rate)
+        return (await _answered(self._encode_decode(preprocess))).transcript
+
+    async def _encode_decode(self, preprocess: Callable[..., Any]) -> PipelineResult:
+        """`preprocess(*trace)` is the Preprocessor call; then encode and decode."""
         t0 = time.perf_counter()
         # Each stage span yields (carrier,) when tracing, else (): extra handle-call args.
         with tracing.stage_span("preprocess") as trace:
-            prepared: Prepared = await _retry_once(partial(self.preprocessor.remote, audio, *trace))
+            prepared: Prepared = await _retry_once(partial(preprocess, *trace))
         t1 = time.perf_counter()
         speech = [i for i, w in enumerate(prepared.windows) if w.features is not None]
         with tracing.stage_span("encode", windows=len(speech)) as trace:
@@ -274,6 +278,21 @@ class ServePipeline:
             return f"no answer within {self.ping_timeout_s} s"
         except Exception as exc:  # any failure means "not healthy", reported as text
             return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+async def _answered(work: Awaitable[PipelineResult]) -> PipelineResult:
+    """The pipeline's result, or the error the API maps: the stage's own InputError (with
+    its message), or ServiceUnavailable for a full queue or a stage that is down."""
+    try:
+        return await work
+    except InputError as exc:
+        raise _original(exc) from None
+    except BackPressureError as exc:
+        raise ServiceUnavailable(
+            "the service is at capacity, retry shortly", exc.retry_after_s
+        ) from None
+    except (DeploymentUnavailableError, *STAGE_ERRORS) as exc:
+        raise ServiceUnavailable(f"a stage is unavailable ({type(exc).__name__})") from None
 
 
 async def _retry_once(call: Callable[[], Any]) -> Any:

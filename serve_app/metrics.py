@@ -27,6 +27,8 @@ LATENCY_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30
 # Real-time factor (processing seconds per audio second): < 1 is faster than real time.
 RTF_BUCKETS = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5]
 BATCH_SIZE_BUCKETS = [b + 0.5 for b in range(1, 32)]  # one bucket per batch size 1..32
+# Partial latency (s): the target is under 1 s on the project's 2-core machine.
+PARTIAL_LATENCY_BUCKETS_S = [0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10]
 # The routes whose counters start at 0, and the error kind their zero series carries.
 TRANSCRIBE_ROUTES = ("/transcribe", "/v1/audio/transcriptions")
 ZERO_ERROR_KIND = "internal_error"
@@ -49,6 +51,19 @@ class RequestMetrics:
         self, route: str, audio_s: float, elapsed_s: float, stage_seconds: Mapping[str, float]
     ) -> None:
         """A successful transcription: audio length, wall time, time per stage."""
+
+    def stream_opened(self) -> None:
+        """A WebSocket stream was accepted (it counts until stream_closed)."""
+
+    def stream_closed(self) -> None: ...
+
+    def stream_partial(self, latency_s: float) -> None:
+        """A partial was sent `latency_s` after the newest audio it covers arrived."""
+
+    def stream_final(self) -> None: ...
+
+    def stream_error(self, code: str) -> None:
+        """A stream ended with an error message (its JSON `code`)."""
 
 
 class RayRequestMetrics(RequestMetrics):
@@ -107,6 +122,28 @@ class RayRequestMetrics(RequestMetrics):
             description="Requests refused with 503 because a stage's queue was full.",
             tag_keys=("route",),
         )
+        self.streams_active = metrics.Gauge(
+            "asr_streams_active",
+            description="Open WebSocket streams on this ingress replica.",
+        )
+        self.streams = metrics.Counter(
+            "asr_streams_total", description="WebSocket streams accepted."
+        )
+        self.partial_latency = metrics.Histogram(
+            "asr_stream_partial_latency_seconds",
+            description="From the arrival of a stream's newest audio to the partial that "
+            "covers it being sent.",
+            boundaries=PARTIAL_LATENCY_BUCKETS_S,
+        )
+        self.stream_finals = metrics.Counter(
+            "asr_stream_finals_total", description="Utterances closed and sent as finals."
+        )
+        self.stream_errors = metrics.Counter(
+            "asr_stream_errors_total",
+            description="Streams ended with an error message, by its code.",
+            tag_keys=("code",),
+        )
+        self._active = 0
         self.model_info = metrics.Gauge(
             "asr_model_info",
             description="Always 1; the labels say which model this ingress serves.",
@@ -116,6 +153,10 @@ class RayRequestMetrics(RequestMetrics):
 
         labels = {"model": model, "precision": precision, "language": language}
         self.model_info.set(1, tags={**labels, "version": __version__})
+        self.streams_active.set(0)
+        _export_zero(self.streams, {})
+        _export_zero(self.stream_finals, {})
+        _export_zero(self.stream_errors, {"code": ZERO_ERROR_KIND})
         for route in zero_routes:
             _export_zero(self.errors, {"route": route, "kind": ZERO_ERROR_KIND})
             for counter in (self.rejections, self.transcriptions, self.audio_seconds):
@@ -141,6 +182,24 @@ class RayRequestMetrics(RequestMetrics):
             self.rtf.observe(elapsed_s / audio_s, tags=tags)
         for stage, seconds in stage_seconds.items():
             self.stage_seconds.observe(seconds, tags={"stage": stage})
+
+    def stream_opened(self) -> None:
+        self._active += 1
+        self.streams.inc()
+        self.streams_active.set(self._active)
+
+    def stream_closed(self) -> None:
+        self._active -= 1
+        self.streams_active.set(self._active)
+
+    def stream_partial(self, latency_s: float) -> None:
+        self.partial_latency.observe(latency_s)
+
+    def stream_final(self) -> None:
+        self.stream_finals.inc()
+
+    def stream_error(self, code: str) -> None:
+        self.stream_errors.inc(tags={"code": code})
 
 
 def _export_zero(counter: Any, tags: Mapping[str, str]) -> None:
