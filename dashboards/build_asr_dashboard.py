@@ -82,6 +82,47 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[tuple[str, str]]]]]] = [
         ],
     ),
     (
+        "Live streams (WS /v1/stream)",
+        [
+            (
+                "Open streams",
+                "short",
+                "WebSocket streams open on the ingress replicas (each replica admits "
+                "max_streams; more get close code 1013).",
+                [("open", f"sum(ray_asr_streams_active{{{APP}}})")],
+            ),
+            (
+                "Partial latency",
+                "s",
+                "From the arrival of a stream's newest audio to the partial that covers it: "
+                "the caption delay a viewer sees (target p95 under 1 s).",
+                quantiles("ray_asr_stream_partial_latency_seconds"),
+            ),
+            (
+                "Finals and new streams per second",
+                "short",
+                "Utterances closed (finals sent), and streams accepted.",
+                [
+                    ("finals/s", f"sum(rate(ray_asr_stream_finals_total{{{APP}}}[{RATE}]))"),
+                    ("streams/s", f"sum(rate(ray_asr_streams_total{{{APP}}}[{RATE}]))"),
+                ],
+            ),
+            (
+                "Stream errors per second by code",
+                "short",
+                "The error message's code: invalid_message, misaligned_frame, frame_too_large, "
+                "invalid_api_key, idle_timeout, stream_too_long, too_many_streams, overloaded, "
+                "internal_error, ...",
+                [
+                    (
+                        "{{code}}",
+                        f"sum by (code) (rate(ray_asr_stream_errors_total{{{APP}}}[{RATE}]))",
+                    )
+                ],
+            ),
+        ],
+    ),
+    (
         "Errors",
         [
             (
@@ -309,8 +350,8 @@ def dashboard() -> dict:
     return {
         "uid": "vi-asr-service",
         "title": "Vietnamese ASR service",
-        "description": "The Ray Serve ASR graph: traffic, errors, latency per stage, RTF, "
-        "encoder batching, replicas, queues and memory. Built by "
+        "description": "The Ray Serve ASR graph: traffic, live streams, errors, latency per "
+        "stage, RTF, encoder batching, replicas, queues and memory. Built by "
         "dashboards/build_asr_dashboard.py.",
         "tags": ["asr", "ray-serve"],
         "timezone": "browser",

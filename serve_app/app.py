@@ -19,6 +19,7 @@ from serve_app.api import ApiSettings, ServiceInfo
 from serve_app.audio import DEFAULT_MAX_BYTES, DEFAULT_MAX_DURATION_S, AudioLimits
 from serve_app.bundle import load_bundle
 from serve_app.deployments import Decoder, Encoder, Ingress, Preprocessor
+from serve_app.streaming import StreamLimits
 
 DEFAULT_MODEL_DIR = "models/default"
 
@@ -49,6 +50,10 @@ class AppArgs(BaseModel):
     max_duration_s: PositiveFloat = DEFAULT_MAX_DURATION_S
     ort_threads: int | None = Field(default_factory=_env_ort_threads, ge=0)
     health_timeout_s: PositiveFloat = 3.0
+    # WS /v1/stream, per ingress replica (serve_app/streaming.py StreamLimits)
+    max_streams: PositiveInt = StreamLimits.max_streams
+    stream_idle_timeout_s: PositiveFloat = StreamLimits.idle_timeout_s
+    max_stream_duration_s: PositiveFloat = StreamLimits.max_duration_s
 
     @field_validator("model_dir")
     @classmethod
@@ -104,6 +109,11 @@ def build_app(args: AppArgs | dict | None = None) -> Application:
         max_upload_bytes=args.max_upload_bytes,
         health_timeout_s=args.health_timeout_s,
         add_request_id_header=False,  # Serve's proxy sets X-Request-ID on every response
+        stream_limits=StreamLimits(
+            max_streams=args.max_streams,
+            idle_timeout_s=args.stream_idle_timeout_s,
+            max_duration_s=args.max_stream_duration_s,
+        ),
     )
     bundle_dir = str(args.model_dir)
     return Ingress.bind(

@@ -23,6 +23,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from serve_app.errors import InputError
 from serve_app.formats import Transcript
 from serve_app.streaming import (
+    STREAM_PATH,
     CloseCode,
     StreamError,
     StreamLimits,
@@ -33,6 +34,7 @@ from serve_app.streaming import (
     control_message,
     key_from_subprotocols,
 )
+from serve_app.tracing import server_span
 
 LIVE_PAGE = "live.html"
 
@@ -71,6 +73,11 @@ class StreamEndpoint:
         return any(c and hmac.compare_digest(c.encode(), expected) for c in candidates)
 
     async def handle(self, websocket: WebSocket) -> None:
+        # One trace per stream: its transcriptions' stage spans are children of this one.
+        with server_span(STREAM_PATH, "WS", websocket.scope.get("headers", ())):
+            await self._handle(websocket)
+
+    async def _handle(self, websocket: WebSocket) -> None:
         await websocket.accept(chosen_subprotocol(_offered(websocket)))
         if self.active >= self.limits.max_streams:
             await self._close(websocket, StreamError(

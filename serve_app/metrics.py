@@ -11,6 +11,7 @@ before the first error.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -29,6 +30,7 @@ RTF_BUCKETS = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5]
 BATCH_SIZE_BUCKETS = [b + 0.5 for b in range(1, 32)]  # one bucket per batch size 1..32
 # Partial latency (s): the target is under 1 s on the project's 2-core machine.
 PARTIAL_LATENCY_BUCKETS_S = [0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10]
+GAUGE_REFRESH_S = 5.0  # well inside the ~20 s after which Ray's agent forgets a gauge
 # The routes whose counters start at 0, and the error kind their zero series carries.
 TRANSCRIBE_ROUTES = ("/transcribe", "/v1/audio/transcriptions")
 ZERO_ERROR_KIND = "internal_error"
@@ -152,8 +154,11 @@ class RayRequestMetrics(RequestMetrics):
         from serve_app import __version__
 
         labels = {"model": model, "precision": precision, "language": language}
-        self.model_info.set(1, tags={**labels, "version": __version__})
-        self.streams_active.set(0)
+        self._model_tags = {**labels, "version": __version__}
+        self._set_gauges()
+        # Ray's metrics agent drops a gauge that was not set again within two export
+        # intervals (~20 s): set the gauges again on a timer, so they never go missing.
+        threading.Thread(target=self._refresh_gauges, name="asr-gauges", daemon=True).start()
         _export_zero(self.streams, {})
         _export_zero(self.stream_finals, {})
         _export_zero(self.stream_errors, {"code": ZERO_ERROR_KIND})
@@ -182,6 +187,15 @@ class RayRequestMetrics(RequestMetrics):
             self.rtf.observe(elapsed_s / audio_s, tags=tags)
         for stage, seconds in stage_seconds.items():
             self.stage_seconds.observe(seconds, tags={"stage": stage})
+
+    def _set_gauges(self) -> None:
+        self.model_info.set(1, tags=self._model_tags)
+        self.streams_active.set(self._active)
+
+    def _refresh_gauges(self) -> None:
+        while True:
+            time.sleep(GAUGE_REFRESH_S)
+            self._set_gauges()
 
     def stream_opened(self) -> None:
         self._active += 1

@@ -28,7 +28,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import AUTH, free_port
+from tests.conftest import API_KEY, AUTH, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -292,6 +292,31 @@ def obs_url(serve_url, default_bundle, span_sink) -> str:
 # Traffic: bounded, to 127.0.0.1 only
 
 
+def _stream_clip_and_garbage(serve_url: str) -> int:
+    """A clip through WS /v1/stream at real time (partials, a final), then a socket that
+    sends text garbage (a stream error). Returns the second socket's close code."""
+    import asyncio
+
+    import websockets
+
+    from serve_app.audio import load_audio_file
+    from serve_app.stream_client import stream_audio, stream_url
+
+    audio = load_audio_file(CLIPS / "south_48k.ogg")
+    done = stream_audio(audio, serve_url, rate=1.0, api_key=API_KEY)
+    assert done["text"]
+
+    async def garbage() -> int:
+        url = stream_url(serve_url) + "&api_key=" + API_KEY
+        async with websockets.connect(url) as ws:
+            await ws.send("not json")
+            await ws.recv()
+            await ws.wait_closed()
+            return ws.close_code
+
+    return asyncio.run(garbage())
+
+
 def _post(url: str, name: str, headers: dict | None = None) -> httpx.Response:
     with (CLIPS / name).open("rb") as f:
         return httpx.post(url, files={"file": (name, f)}, headers=headers or {}, timeout=120)
@@ -321,11 +346,12 @@ def traffic(serve_url, obs_url, prometheus) -> dict[str, list[int]]:
         httpx.post(transcribe, files={"file": ("a.wav", b"x")}).status_code,
     ]
     statuses["health"] = [httpx.get(f"{serve_url}/health", timeout=30).status_code]
+    statuses["stream"] = [_stream_clip_and_garbage(serve_url)]
     with ThreadPoolExecutor(max_workers=10) as pool:
         burst = list(pool.map(lambda n: _post(f"{obs_url}/transcribe", n), ["north_16k.wav"] * 10))
     statuses["burst"] = [r.status_code for r in burst]
     assert statuses["good"] == [200] * len(good) and statuses["openai"] == [200]
-    assert statuses["bad"] == [400, 415, 401]
+    assert statuses["bad"] == [400, 415, 401] and statuses["stream"] == [1003]
     assert 503 in statuses["burst"] and 200 in statuses["burst"], statuses["burst"]
     # Wait for the last of it to reach Prometheus (Ray's push interval + the scrape).
     prometheus.wait_for(
@@ -336,6 +362,10 @@ def traffic(serve_url, obs_url, prometheus) -> dict[str, list[int]]:
         "the OpenAI-route request",
     )
     prometheus.wait_for('ray_asr_errors_total{kind="invalid_api_key"}', "the 401")
+    prometheus.wait_for(
+        'ray_asr_stream_partial_latency_seconds_bucket{application="asr"}', "a stream's partials"
+    )
+    prometheus.wait_for('ray_asr_stream_errors_total{code="invalid_message"}', "a stream error")
     # Ray's agent drops a gauge it has not heard of for two export intervals, which a busy
     # machine can miss once: the panels are read when the gauge is there.
     prometheus.wait_for('ray_asr_model_info{application="asr"}', "the model-info gauge")

@@ -200,6 +200,8 @@ def test_status_shows_health_stages_model_and_limits(backend):
     assert "vi-test-int8" in markdown and "int8" in markdown
     assert "max upload 10 MiB" in " ".join(texts(at.sidebar.caption))
     assert at.sidebar.get("link_button") == []  # no monitoring URL configured
+    [live] = at.main.get("link_button")  # the service's live page (WS /v1/stream)
+    assert live.proto.url == f"{backend.url}/live"
     assert [backend.count("GET", p) for p in ("/health", "/models", "/")] == [1, 1, 1]
 
 

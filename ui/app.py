@@ -281,6 +281,9 @@ def main() -> None:
         status_panel(client, settings)
         st.title(TITLE)
         st.caption(f"Service: {settings.url}")
+        # Live captions stream over a WebSocket, which Streamlit cannot hold: the service's
+        # own page does it (GET /live).
+        st.link_button("Live transcription from the microphone", f"{settings.url}/live")
         chosen = audio_inputs()
         if chosen is not None:
             transcribe(client, *chosen)
