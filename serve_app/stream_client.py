@@ -53,8 +53,11 @@ def stream_audio(
     api_key: str | None = None,
     on_message: Callable[[dict[str, Any]], None] = lambda m: None,
     open_timeout_s: float = 30.0,
+    on_start: Callable[[float], None] = lambda t: None,
 ) -> dict[str, Any]:
-    """Stream 16 kHz mono float32 audio; returns the "done" message."""
+    """Stream 16 kHz mono float32 audio; returns the "done" message. `on_start` gets the
+    time.monotonic() at which the first frame goes out (frame i leaves i * CHUNK_S / rate
+    later)."""
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
 
@@ -66,7 +69,7 @@ def stream_audio(
         open_timeout=open_timeout_s,
         max_size=None,
     ) as socket:
-        sender = threading.Thread(target=_send, args=(socket, audio, rate), daemon=True)
+        sender = threading.Thread(target=_send, args=(socket, audio, rate, on_start), daemon=True)
         sender.start()
         try:
             while True:
@@ -82,10 +85,11 @@ def stream_audio(
             sender.join(timeout=1.0)
 
 
-def _send(socket: Any, audio: np.ndarray, rate: float) -> None:
+def _send(socket: Any, audio: np.ndarray, rate: float, on_start: Callable[[float], None]) -> None:
     from websockets.exceptions import ConnectionClosed
 
     started = time.monotonic()
+    on_start(started)
     try:
         for i, frame in enumerate(pcm_frames(audio)):
             if rate > 0:  # frame i may go once i chunks of audio have "happened"

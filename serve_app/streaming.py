@@ -6,7 +6,7 @@ The client sends binary frames of mono samples (`pcm_s16le` or `f32le`, any size
 from 8 to 48 kHz) and a text frame `{"type": "end"}` when its audio ends. The service answers
 with JSON text frames:
 
-    {"type": "partial", "text", "start"}                  the open utterance, revised
+    {"type": "partial", "text", "start", "end"}           the open utterance, revised
     {"type": "final", "text", "start", "end", "words"}    an utterance closed, never revised
     {"type": "done", "text", "duration"}                  after "end": all finals; close 1000
     {"type": "error", "code", "message"}                  then a close with CloseCode
@@ -399,13 +399,14 @@ class StreamSession:
 
     async def _partial(self) -> None:
         self._last_partial_at = self.received
-        heard_at, start = self._last_audio_at, self._start
-        words = await self._heard(self._open_audio().copy(), self._context.copy())
+        heard_at, start, audio = self._last_audio_at, self._start, self._open_audio().copy()
+        words = await self._heard(audio, self._context.copy())
         text = " ".join(w.word for w in words)
         if start != self._start or not text or text == self._partial_text:
             return  # the utterance closed meanwhile (its final follows), or nothing new
         self._partial_text, self._partial_sent = text, True
-        await self.send({"type": "partial", "text": text, "start": self._s(start)})
+        end = self._s(start + len(audio))  # how far into the stream this partial has heard
+        await self.send({"type": "partial", "text": text, "start": self._s(start), "end": end})
         self.observer.partial(self.clock() - heard_at)
 
     async def _final(self, utterance: _Utterance) -> None:
