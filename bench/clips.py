@@ -63,13 +63,13 @@ class Clip:
 
 
 def espeak_speaker(text: str, voice: str, speed: int) -> np.ndarray:
-    from serve_app.modelbuild.synth import espeak_synth
+    from modelbuild.synth_render import espeak_synth
 
     return espeak_synth(text, voice, speed, PITCH)
 
 
 def held_out_sentences(n: int) -> list[str]:
-    from serve_app.modelbuild.text import split_train_test
+    from modelbuild.text import split_train_test
 
     return split_train_test(N_TRAIN, n, SEED).test
 

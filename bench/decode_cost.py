@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 from bench.common import machine_info, write_results
+from modelbuild.heldout import decode_encoded, split_rows
 from serve_app.evaluation import evaluate
-from serve_app.modelbuild.heldout import decode_encoded, split_rows
 from serve_app.transcriber import Transcriber
 
 BEAM_BUDGET = 0.15  # beam decoding may add at most this share of the encoder's CPU time
@@ -59,7 +59,7 @@ def decoder_memory_mib(model: Path, kind: str) -> float:
 
 def encode_cpu(transcriber: Transcriber, rows: list[dict]):
     """Encode the rows; returns the heldout `Encoded` with encode CPU seconds in it."""
-    from serve_app.modelbuild.heldout import Encoded
+    from modelbuild.heldout import Encoded
 
     prepared = [transcriber.preprocessor(Path(r["path"]).read_bytes()) for r in rows]
     t0 = time.process_time()

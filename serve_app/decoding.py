@@ -1,7 +1,7 @@
 """CTC decoding strategies: greedy, and beam search with a lexicon and an n-gram LM.
 
 Beam search is flashlight-text's `LexiconDecoder` (C++, KenLM built in): hypotheses may only
-spell words of the lexicon (here: Vietnamese syllables, see serve_app/modelbuild/lm.py), each
+spell words of the lexicon (here: Vietnamese syllables, see modelbuild/lm.py), each
 completed word is scored by the language model, and the score of a hypothesis is
 
     sum of CTC log-probs (ln) + lm_weight * log10 LM(words) + word_score * len(words)

@@ -32,7 +32,7 @@ HEAD_CPUS = 2
 
 @pytest.fixture(scope="session")
 def whisper_encoder():
-    from serve_app.modelbuild.weights import load_whisper_base_encoder
+    from modelbuild.weights import load_whisper_base_encoder
 
     return load_whisper_base_encoder()
 
@@ -47,7 +47,7 @@ def default_bundle(tmp_path_factory) -> Path:
     prebuilt = os.environ.get("ASR_TEST_BUNDLE")
     if prebuilt:
         return Path(prebuilt)
-    from serve_app.modelbuild.build import build_default_bundle
+    from modelbuild.build import build_default_bundle
 
     return build_default_bundle(tmp_path_factory.mktemp("bundle") / "default")
 

@@ -85,3 +85,17 @@ def assert_checkov_clean(report: dict, what: str) -> None:
     print(f"checkov {what}: {len(report['passed'])} passed, {len(report['skipped'])} skipped:")
     for check_id, resource, reason in sorted(set(report["skipped"])):
         print(f"  skipped {check_id} on {resource}: {reason}")
+
+
+def kuberay_generator():
+    """kuberay/generate.py (a script next to the manifests it writes), loaded as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "kuberay_generate", REPO / "kuberay" / "generate.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    sys.modules.setdefault("kuberay_generate", module)
+    spec.loader.exec_module(module)
+    return module

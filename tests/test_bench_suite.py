@@ -406,7 +406,7 @@ def test_write_report_draws_the_plots(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_faster_whisper_runs_on_the_wheels_weights() -> None:
     from bench import fw
-    from serve_app.modelbuild.weights import model_bin_parts
+    from modelbuild.weights import model_bin_parts
 
     path = fw.model_dir()  # cache/faster-whisper-base, git-ignored; reused when complete
     parts = model_bin_parts()

@@ -23,9 +23,11 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from serve_app import kuberay, tracing
-from tests.deploy_tools import assert_checkov_clean, find_tool, run_checkov
+from serve_app import tracing
+from tests.deploy_tools import assert_checkov_clean, find_tool, kuberay_generator, run_checkov
 from tests.test_container import _dockerignore_allows
+
+kuberay = kuberay_generator()
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yml"

@@ -18,14 +18,15 @@ from pathlib import Path
 import pytest
 import ray
 
-from serve_app import kuberay
-from tests.deploy_tools import assert_checkov_clean, run_checkov
+from tests.deploy_tools import assert_checkov_clean, kuberay_generator, run_checkov
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
 EXPECTED_BASE = (
     f"rayproject/ray:{ray.__version__}-py{sys.version_info.major}{sys.version_info.minor}-cpu"
 )
+
+kuberay = kuberay_generator()
 SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
 BUILD_TIMEOUT_S = 600
 
@@ -110,7 +111,10 @@ def _copied_sources() -> list[str]:
 
 def test_build_context_is_only_what_the_image_copies():
     sources = _copied_sources()
-    assert set(sources) == {"pyproject.toml", "README.md", "serve_app"}
+    assert set(sources) == {"pyproject.toml", "README.md", "serve_app", "modelbuild"}
+    # the training package goes into the builder stage only, never the serving image
+    runtime = DOCKERFILE.read_text().split("\nFROM ")[2]
+    assert "COPY --chown=1000:100 serve_app" in runtime and "modelbuild" not in runtime
     for source in sources:
         assert (REPO / source).exists() and _dockerignore_allows(source), source
     for private in (".venv", "models/default/model.onnx", ".git", "data", "tests", "bench"):

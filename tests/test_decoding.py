@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modelbuild import lm
 from serve_app.decoding import (
     BOS,
     EOS,
@@ -19,7 +20,6 @@ from serve_app.decoding import (
     _align,
     read_lexicon,
 )
-from serve_app.modelbuild import lm
 from serve_app.tokenizer import CharVocabulary
 from serve_app.transcriber import Decoder
 

@@ -17,8 +17,9 @@ import ray
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from serve_app import kuberay
-from tests.deploy_tools import assert_checkov_clean, kubectl, run_checkov
+from tests.deploy_tools import assert_checkov_clean, kubectl, kuberay_generator, run_checkov
+
+kuberay = kuberay_generator()
 
 REPO = Path(__file__).resolve().parent.parent
 CRD_DIR = REPO / "tests" / "data" / "kuberay-crds"

@@ -1,11 +1,11 @@
-"""Tests for the recording-condition augmentations (serve_app.modelbuild.augment)."""
+"""Tests for the recording-condition augmentations (modelbuild.augment)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from serve_app.modelbuild import augment as A
+from modelbuild import augment as A
 
 SR = A.SAMPLE_RATE
 

@@ -10,9 +10,9 @@ import torch
 from transformers import WhisperConfig
 from transformers.models.whisper.modeling_whisper import WhisperEncoder as HFEncoder
 
+from modelbuild.convert import convert_checkpoint
+from modelbuild.weights import whisper_tokenizer_json
 from serve_app.bundle import load_bundle
-from serve_app.modelbuild.convert import convert_checkpoint
-from serve_app.modelbuild.weights import whisper_tokenizer_json
 from serve_app.transcriber import Transcriber
 
 VOCAB = 50258  # Whisper BPE + one, as published; blank is the pad token (<|endoftext|>)

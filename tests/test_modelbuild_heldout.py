@@ -7,10 +7,11 @@ import json
 
 import pytest
 
+from modelbuild import heldout, lm, tune_decoder
+from modelbuild.synth import build_corpus
+from modelbuild.synth_plan import TEST_CONDITIONS
 from serve_app.bundle import load_bundle
 from serve_app.decoding import DecoderSettings
-from serve_app.modelbuild import heldout, lm, tune_decoder
-from serve_app.modelbuild.synth import TEST_CONDITIONS, build_corpus
 from tests.test_modelbuild_lm import bundle_copy
 
 pytestmark = pytest.mark.slow

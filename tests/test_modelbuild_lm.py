@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from modelbuild import lm
+from modelbuild import text as textgen
 from serve_app.bundle import load_bundle
 from serve_app.cli import main as cli_main
 from serve_app.decoding import read_lexicon
 from serve_app.errors import BundleError
-from serve_app.modelbuild import lm
-from serve_app.modelbuild import text as textgen
 from serve_app.transcriber import Transcriber
 from tests.conftest import CLIPS_DIR
 

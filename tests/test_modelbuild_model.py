@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from serve_app.modelbuild.ct2 import read_ct2_model, whisper_encoder_state_dict
-from serve_app.modelbuild.model import EncoderCTC, LayerMixConvHead, SeedHead
-from serve_app.modelbuild.weights import model_bin_parts, package_data_dir
+from modelbuild.ct2 import read_ct2_model, whisper_encoder_state_dict
+from modelbuild.model import EncoderCTC, LayerMixConvHead, SeedHead
+from modelbuild.weights import model_bin_parts, package_data_dir
 
 pytestmark = pytest.mark.slow
 

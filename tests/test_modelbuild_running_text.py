@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from serve_app.modelbuild import running_text as rt
-from serve_app.modelbuild import text as textgen
+from modelbuild import running_text as rt
+from modelbuild import text as textgen
 
 
 def test_speech_clauses_keep_only_fully_spelled_syllables():

@@ -1,4 +1,4 @@
-"""Tests for the Vietnamese sentence generator (serve_app.modelbuild.text)."""
+"""Tests for the Vietnamese sentence generator (modelbuild.text)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from serve_app.modelbuild import text as T
+from modelbuild import text as T
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from modelbuild import ablate, train
+from modelbuild.build import build_default_bundle, load_head
+from modelbuild.synth import build_corpus
+from modelbuild.synth_plan import TEST_CONDITIONS
 from serve_app.bundle import load_bundle
-from serve_app.modelbuild import ablate, train
-from serve_app.modelbuild.build import build_default_bundle, load_head
-from serve_app.modelbuild.synth import TEST_CONDITIONS, build_corpus
 from serve_app.tokenizer import CharVocabulary
 from serve_app.transcriber import Transcriber
 
@@ -108,7 +109,7 @@ def test_ablation_variant_scores_the_test_split_once(tmp_path):
 def test_train_head_cli_runs_the_whole_recipe(tmp_path):
     """`vi-asr train-head` with tiny counts: composed + natural sentences, the three cached
     splits, a fit that scores the test cache once, and a head the bundle builder loads."""
-    from serve_app.cli import TRAIN_HEAD_RECIPE
+    from modelbuild.cli import TRAIN_HEAD_RECIPE
     from serve_app.cli import main as cli_main
 
     corpus, cache, out = tmp_path / "corpus", tmp_path / "cache", tmp_path / "head"

@@ -13,11 +13,11 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from serve_app.api import ApiSettings, ServiceInfo, create_app
+from serve_app.endpointer import Endpointer
 from serve_app.formats import Transcript, Word, words_to_segments
 from serve_app.metrics import RequestMetrics
 from serve_app.streaming import (
     CloseCode,
-    Endpointer,
     StreamError,
     StreamLimits,
     StreamParams,

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from serve_app.modelbuild.synth import espeak_synth, resample
-from serve_app.modelbuild.text import split_train_test
+from modelbuild.synth_render import espeak_synth, resample
+from modelbuild.text import split_train_test
 
 OUT = Path(__file__).resolve().parent / "clips"
 SEED, N_TRAIN = 1234, 12000

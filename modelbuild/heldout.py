@@ -1,13 +1,13 @@
 """CER/WER of a bundle on the corpus's held-out test split, per condition and dialect.
 
-    python -m serve_app.modelbuild.heldout --corpus data/corpus --model models/default \
+    python -m modelbuild.heldout --corpus data/corpus --model models/default \
         --decoder greedy beam
 
 Each recording is encoded once per precision and decoded with every `--decoder` (greedy,
 and beam with the bundle's tuned settings). Writes `test_<condition>.jsonl` manifests next
 to the corpus (usable with `vi-asr eval`) and a JSON report. Test sentences never occur in
 training (sentence-level split); decoder settings are tuned on the dev split
-(`python -m serve_app.modelbuild.tune_decoder`), never here.
+(`python -m modelbuild.tune_decoder`), never here.
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def score_bundle(
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m serve_app.modelbuild.heldout")
+    p = argparse.ArgumentParser(prog="python -m modelbuild.heldout")
     p.add_argument(
         "--corpus",
         type=Path,
@@ -244,7 +244,7 @@ def record_in_manifest(manifest_path: Path, reports: list[dict]) -> None:
     measured = manifest.setdefault("measured", {})
     for report in reports:
         measured[f"{report['precision']}_{report['decoder']}"] = {
-            "command": "python -m serve_app.modelbuild.heldout",
+            "command": "python -m modelbuild.heldout",
             **{k: v for k, v in report.items() if k not in ("examples", "model")},
         }
     manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")

@@ -8,7 +8,7 @@ Two steps, both resumable:
 2. `fit`: train only the head on the cache with CTC loss and evaluate greedy CER/WER on the
    dev split after every epoch. The test split is never used for a choice: `--score-test`
    scores the finished head on it once (the ablation table, `modelbuild/ablate.py`), and the
-   shipped bundle is scored by `python -m serve_app.modelbuild.heldout`. Saves the head
+   shipped bundle is scored by `python -m modelbuild.heldout`. Saves the head
    (npz + json) with its manifest.
 """
 
@@ -28,11 +28,11 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
+from modelbuild.model import LayerMixConvHead, SeedHead, WhisperEncoder
+from modelbuild.weights import load_whisper_base_encoder
 from serve_app.ctc import greedy_decode
 from serve_app.evaluation import cer, wer
 from serve_app.features import ENCODER_FRAMES_PER_SECOND, log_mel_spectrogram
-from serve_app.modelbuild.model import LayerMixConvHead, SeedHead, WhisperEncoder
-from serve_app.modelbuild.weights import load_whisper_base_encoder
 from serve_app.tokenizer import CharVocabulary
 
 ENCODE_BATCH_FRAMES = 24_000  # mel frames per encoder batch (~4 min of audio)
@@ -331,7 +331,7 @@ def save_head(
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m serve_app.modelbuild.train")
+    p = argparse.ArgumentParser(prog="python -m modelbuild.train")
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("encode")
     e.add_argument("--corpus", type=Path, default=Path("data/corpus"))

@@ -1,9 +1,9 @@
 """What each lever buys: heads trained on one encoder cache, same epochs, same test split.
 
-    python -m serve_app.modelbuild.ablate --cache cache/encoded --epochs 3 \\
+    python -m modelbuild.ablate --cache cache/encoded --epochs 3 \\
         [--only half-data conv3-dil2] [--out data/ablation] [--final serve_app/assets/head]
 
-Every variant is `python -m serve_app.modelbuild.train fit ... --score-test` in its own
+Every variant is `python -m modelbuild.train fit ... --score-test` in its own
 process (its head lands in OUT/NAME, its figures in OUT/NAME/manifest.json): dev CER after
 each epoch, greedy test CER once at the end. Choices are made on dev; the test column is
 reported only. `--final DIR` adds the shipped head (trained with the chosen levers and more
@@ -21,9 +21,10 @@ import sys
 from pathlib import Path
 
 # name -> (what it changes, extra `fit` arguments). The head levers are measured on half the
-# rows (each run costs half as much); "full-data" is the data lever for the same head.
+# rows (each run costs half as much); quarter -> half -> full rows is the data lever.
 HALF = ["--train-fraction", "0.5"]
 VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "quarter-data": ("mix 2-6, 2 conv blocks, a quarter of the rows", ["--train-fraction", "0.25"]),
     "half-data": ("mix 2-6, 2 conv blocks (the recipe before), half the rows", HALF),
     "full-data": ("the same head, all the rows (2x data)", []),
     "conv3": ("half the rows, a third conv block (13 frames)", [*HALF, "--conv-blocks", "3"]),
@@ -55,7 +56,7 @@ def run_variant(name: str, cache: Path, corpus: Path, out: Path, epochs: int) ->
     else:
         _, extra = VARIANTS[name]
         cmd = [
-            sys.executable, "-m", "serve_app.modelbuild.train", "fit",
+            sys.executable, "-m", "modelbuild.train", "fit",
             "--cache", str(cache), "--corpus", str(corpus), "--out", str(target),
             "--epochs", str(epochs), "--score-test", *extra,
         ]  # fmt: skip
@@ -98,7 +99,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m serve_app.modelbuild.ablate")
+    p = argparse.ArgumentParser(prog="python -m modelbuild.ablate")
     p.add_argument("--cache", type=Path, default=Path("cache/encoded"))
     p.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     p.add_argument("--out", type=Path, default=Path("data/ablation"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from serve_app.modelbuild.model import EncoderCTC
+from modelbuild.model import EncoderCTC
 
 OPSET = 17
 EXAMPLE_MEL_FRAMES = 1000  # 10 s; any even length <= 3000 works after export

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
+from modelbuild.export import RECIPES, export_onnx, quantize_int8
+from modelbuild.model import EncoderCTC, EncoderDims, SeedHead, WhisperEncoder
 from serve_app.bundle import BundleConfig, write_config
-from serve_app.modelbuild.export import RECIPES, export_onnx, quantize_int8
-from serve_app.modelbuild.model import EncoderCTC, EncoderDims, SeedHead, WhisperEncoder
 
 WHISPER_HEAD_DIM = 64  # every Whisper size uses 64-dim attention heads
 _HEAD_PREFIXES = ("ctc_head.layers.", "ctc_head.")

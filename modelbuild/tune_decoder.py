@@ -1,6 +1,6 @@
 """Tune the beam decoder's weights on the corpus's dev split (never on test).
 
-    python -m serve_app.modelbuild.tune_decoder --corpus data/corpus --model models/default
+    python -m modelbuild.tune_decoder --corpus data/corpus --model models/default
 
 Encodes the dev rows once (by default the conditions in TUNE_CONDITIONS), then decodes them
 for every point of a grid: LM weight x word score at one beam width, then beam widths at the
@@ -19,11 +19,11 @@ import itertools
 import json
 from pathlib import Path
 
+from modelbuild.heldout import decode_encoded, encode_rows, split_rows
+from modelbuild.lm import DECODER_FILE
 from serve_app.bundle import load_bundle, write_config
 from serve_app.decoding import DecoderSettings
 from serve_app.evaluation import evaluate
-from serve_app.modelbuild.heldout import decode_encoded, encode_rows, split_rows
-from serve_app.modelbuild.lm import DECODER_FILE
 from serve_app.transcriber import Transcriber
 
 LM_WEIGHTS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
@@ -110,7 +110,7 @@ def write_head_choice(head_dir: Path, result: dict) -> None:
         "settings": settings.to_dict(),
         "tuning": {
             **summary,
-            "command": "python -m serve_app.modelbuild.tune_decoder --write-head DIR",
+            "command": "python -m modelbuild.tune_decoder --write-head DIR",
             "greedy": _figures(result["greedy"]),
             "chosen": _figures(result["chosen"]),
         },
@@ -135,7 +135,7 @@ def write_choice(model: Path, result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m serve_app.modelbuild.tune_decoder")
+    p = argparse.ArgumentParser(prog="python -m modelbuild.tune_decoder")
     p.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     p.add_argument("--model", type=Path, default=Path("models/default"))
     p.add_argument("--precision", choices=["fp32", "int8"], default=None)

@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from serve_app.modelbuild import text as textgen
+from modelbuild import text as textgen
 
 TEXT_CACHE = Path("data/text")
 LIBREOFFICE_DEB = "libreoffice-help-vi"

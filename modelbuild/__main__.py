@@ -1,0 +1,7 @@
+"""`python -m modelbuild ...`: see modelbuild/cli.py."""
+
+import sys
+
+from modelbuild.cli import main
+
+sys.exit(main())

@@ -1,0 +1,143 @@
+"""`python -m modelbuild` (and `vi-asr build-model|build-lm|train-head|convert`): build the
+default bundle and its LM, train the CTC head, convert a PhoWhisper-CTC checkpoint. Imports
+torch; `serve_app` never imports this package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from serve_app.cli import BUILD_COMMANDS, DEFAULT_MODEL_DIR
+
+# How the shipped head (serve_app/assets/head) was trained; `vi-asr train-head` repeats it.
+TRAIN_HEAD_RECIPE = {
+    "epochs": 5,
+    "conv_blocks": 2,
+    "conv_dilation": 1,
+    "mix_layers": [2, 3, 4, 5, 6],
+}
+
+
+def _cmd_build_model(args: argparse.Namespace) -> int:
+    from modelbuild.build import build_default_bundle
+
+    if args.out.joinpath("config.json").exists() and not args.force:
+        print(f"bundle already at {args.out} (use --force to rebuild)")
+        return 0
+    t0 = time.time()
+    out = build_default_bundle(
+        args.out,
+        quant_recipe=args.quant_recipe,
+        with_int8=not args.no_int8,
+        with_lm=not args.no_lm,
+    )
+    size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
+    print(f"built {out} in {time.time() - t0:.1f} s ({size:.1f} MiB)")
+    return 0
+
+
+def _cmd_build_lm(args: argparse.Namespace) -> int:
+    from modelbuild import lm
+
+    argv = ["--model", str(args.model), "--text", *map(str, args.text)]
+    return lm.main([*argv, "--only-text"] if args.only_text else argv)
+
+
+def _cmd_train_head(args: argparse.Namespace) -> int:
+    from modelbuild import synth, train
+
+    synth.main(
+        [
+            *("--out", str(args.corpus), "--n-train", str(args.n_train)),
+            *("--n-test", str(args.n_test), "--n-dev", str(args.n_dev)),
+            *("--natural", *map(str, args.natural)),
+            *("--seed", str(args.seed), "--workers", str(args.workers)),
+        ]
+    )
+    cache = ["--cache", str(args.cache)]
+    train.main(["encode", "--corpus", str(args.corpus), *cache, "--splits", "train", "dev", "test"])
+    train.main(
+        [
+            *("fit", *cache, "--corpus", str(args.corpus), "--out", str(args.out)),
+            *("--epochs", str(args.epochs), "--conv-blocks", str(args.conv_blocks)),
+            *("--conv-dilation", str(args.conv_dilation)),
+            *("--mix-layers", *map(str, args.mix_layers)),
+            "--score-test",
+        ]
+    )
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from modelbuild.convert import convert_checkpoint
+
+    out = convert_checkpoint(
+        args.checkpoint, args.tokenizer, args.out, blank_id=args.blank_id, int8=args.int8
+    )
+    print(f"converted {args.checkpoint} -> {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m modelbuild", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build-model", help=BUILD_COMMANDS["build-model"])
+    b.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR)
+    b.add_argument("--force", action="store_true")
+    b.add_argument("--no-int8", action="store_true")
+    b.add_argument("--quant-recipe", default="matmul-per-channel-keep-fc2")
+    b.add_argument("--no-lm", action="store_true", help="no lexicon/LM: greedy decoding")
+    b.set_defaults(func=_cmd_build_model)
+
+    lm = sub.add_parser("build-lm", help=BUILD_COMMANDS["build-lm"])
+    lm.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
+    lm.add_argument("--text", type=Path, nargs="*", default=[], help="running text, 1/line")
+    lm.add_argument("--only-text", action="store_true", help="only --text, no built-in sources")
+    lm.set_defaults(func=_cmd_build_lm)
+
+    t = sub.add_parser("train-head", help=BUILD_COMMANDS["train-head"])
+    t.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    t.add_argument("--cache", type=Path, default=Path("cache/encoded"))
+    t.add_argument("--out", type=Path, default=Path("serve_app/assets/head"))
+    t.add_argument("--n-train", type=int, default=12000)
+    t.add_argument("--n-test", type=int, default=300)
+    t.add_argument("--n-dev", type=int, default=300, help="dev sentences: per-epoch scores")
+    t.add_argument(
+        "--natural",
+        type=int,
+        nargs=3,
+        default=[12000, 300, 300],
+        metavar=("TRAIN", "TEST", "DEV"),
+        help="natural sentences per split",
+    )
+    t.add_argument("--seed", type=int, default=1234)
+    t.add_argument("--workers", type=int, default=2)
+    t.add_argument("--epochs", type=int, default=TRAIN_HEAD_RECIPE["epochs"])
+    t.add_argument("--conv-blocks", type=int, default=TRAIN_HEAD_RECIPE["conv_blocks"])
+    t.add_argument("--conv-dilation", type=int, default=TRAIN_HEAD_RECIPE["conv_dilation"])
+    t.add_argument("--mix-layers", type=int, nargs="+", default=TRAIN_HEAD_RECIPE["mix_layers"])
+    t.set_defaults(func=_cmd_train_head)
+
+    c = sub.add_parser("convert", help=BUILD_COMMANDS["convert"])
+    c.add_argument("checkpoint", type=Path)
+    c.add_argument("--tokenizer", type=Path, required=True)
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--blank-id", type=int, default=None)
+    c.add_argument("--int8", action="store_true")
+    c.set_defaults(func=_cmd_convert)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from serve_app.errors import ASRError
+
+    try:
+        return args.func(args)
+    except ASRError as exc:
+        print(f"vi-asr: {exc}", file=sys.stderr)
+        return 2
