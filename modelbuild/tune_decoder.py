@@ -64,9 +64,10 @@ def tune(
     precision: str | None,
     split: str = "dev",
     conditions: tuple[str, ...] = TUNE_CONDITIONS,
+    every: int = 1,
 ) -> dict:
     transcriber = Transcriber(model, precision=precision)
-    rows = [r for r in split_rows(corpus, split) if r["condition"] in conditions]
+    rows = [r for r in split_rows(corpus, split, every) if r["condition"] in conditions]
     if not rows:
         raise SystemExit(f"{corpus} has no {split!r} rows: synthesise them with --n-dev")
     encoded = encode_rows(transcriber, rows)
@@ -91,6 +92,7 @@ def tune(
         "split": split,
         "conditions": list(conditions),
         "rows": len(rows),
+        "every": every,
         "audio_hours": round(encoded.audio_seconds / 3600, 3),
         "precision": transcriber.precision,
         "greedy": greedy,
@@ -105,7 +107,8 @@ def write_head_choice(head_dir: Path, result: dict) -> None:
     """decoder.json next to the head: the settings every bundle built from it starts with."""
     keys = DecoderSettings().to_dict()
     settings = DecoderSettings.from_dict({k: result["chosen"][k] for k in keys})
-    summary = {k: result[k] for k in ("split", "conditions", "rows", "audio_hours", "precision")}
+    keys = ("split", "conditions", "rows", "every", "audio_hours", "precision")
+    summary = {k: result[k] for k in keys}
     body = {
         "settings": settings.to_dict(),
         "tuning": {
@@ -127,7 +130,7 @@ def write_choice(model: Path, result: dict) -> None:
     bundle = load_bundle(model)
     keys = DecoderSettings().to_dict()
     settings = DecoderSettings.from_dict({k: result["chosen"][k] for k in keys})
-    keys = ("split", "conditions", "rows", "audio_hours", "precision", "chosen")
+    keys = ("split", "conditions", "rows", "every", "audio_hours", "precision", "chosen")
     tuning = {k: result[k] for k in keys}
     decoder = {**bundle.config.decoder, "settings": settings.to_dict(), "tuning": tuning}
     raw = {**bundle.config.to_dict(), "decoder": decoder}
@@ -143,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write", action="store_true", help="store the choice in the bundle")
     p.add_argument("--write-head", type=Path, default=None, help="and in DIR/decoder.json")
     p.add_argument("--conditions", nargs="+", default=list(TUNE_CONDITIONS))
+    p.add_argument("--every", type=int, default=1, help="tune on every Nth dev row per condition")
     args = p.parse_args(argv)
-    result = tune(args.corpus, args.model, args.precision, conditions=tuple(args.conditions))
+    conditions = tuple(args.conditions)
+    result = tune(args.corpus, args.model, args.precision, conditions=conditions, every=args.every)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     greedy = result["greedy"]

@@ -70,3 +70,14 @@ def test_heldout_scores_test_rows_per_condition_text_and_decoder(
         assert 0 <= report["all"]["cer"] <= 1.5
         assert report["decode_cpu_ms_per_audio_s"] > 0 and report["encode_ms_per_audio_s"] > 0
     assert (tiny_corpus / "test_clean.jsonl").read_text().count("\n") == 2
+
+
+def test_every_nth_row_keeps_each_condition(tiny_corpus):
+    full = heldout.split_rows(tiny_corpus, "test")
+    thinned = heldout.split_rows(tiny_corpus, "test", every=2)
+    assert (
+        {r["condition"] for r in thinned} == {r["condition"] for r in full} == set(TEST_CONDITIONS)
+    )
+    # the first of each condition's two rows: half the rows, one per condition
+    assert len(thinned) == len(full) // 2 == len(TEST_CONDITIONS)
+    assert all(r in full for r in thinned)
