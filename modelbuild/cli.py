@@ -14,9 +14,9 @@ from serve_app.cli import BUILD_COMMANDS, DEFAULT_MODEL_DIR
 
 # How the shipped head (serve_app/assets/head) was trained; `vi-asr train-head` repeats it.
 TRAIN_HEAD_RECIPE = {
-    "epochs": 5,
-    "conv_blocks": 2,
-    "conv_dilation": 1,
+    "epochs": 3,
+    "conv_blocks": 3,
+    "conv_dilation": 2,
     "mix_layers": [2, 3, 4, 5, 6],
 }
 
@@ -103,14 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     t.add_argument("--cache", type=Path, default=Path("cache/encoded"))
     t.add_argument("--out", type=Path, default=Path("serve_app/assets/head"))
-    t.add_argument("--n-train", type=int, default=12000)
+    t.add_argument("--n-train", type=int, default=6000, help="composed-text training sentences")
     t.add_argument("--n-test", type=int, default=300)
     t.add_argument("--n-dev", type=int, default=300, help="dev sentences: per-epoch scores")
     t.add_argument(
         "--natural",
         type=int,
         nargs=3,
-        default=[12000, 300, 300],
+        default=[6000, 300, 300],
         metavar=("TRAIN", "TEST", "DEV"),
         help="natural sentences per split",
     )

@@ -14,11 +14,13 @@ from tests.conftest import CLIPS_DIR
 
 pytestmark = pytest.mark.slow
 
-# The default head measures well under these on its own held-out test split (see
-# serve_app/assets/head/manifest.json); the committed clips are a handful of those
-# sentences, so a bound with headroom catches a broken pipeline without being flaky.
+# The committed clips are composed text (random word and syllable strings, which no LM can
+# predict) from the corpus's clean test sentences; the default head with its beam decoder
+# measures 15.3-15.5% CER on that kind of text (README, "Accuracy"), and these five clips
+# (214 characters) land within a point or two of it. The bounds leave room for that noise
+# and still catch a broken pipeline.
 MAX_CLIP_CER = 0.35
-MAX_CORPUS_CER = 0.15
+MAX_CORPUS_CER = 0.20
 LONG_AUDIO_S = 300
 
 

@@ -1,7 +1,8 @@
 """Regenerate the committed test clips: `python tests/data/make_clips.py`.
 
-Sentences are the first held-out test sentences of the default training recipe (seed 1234,
-12,000 training sentences), so no clip's text occurs in the head's training data. espeak-ng
+Sentences are the first held-out test sentences of the default training recipe (seed 1234;
+they are still test sentences of the shipped head's corpus, `vi-asr train-head`), so no
+clip's text occurs in the head's training data. espeak-ng
 speaks them; each clip uses a different dialect voice, container, sample rate and channel
 count so the end-to-end tests cover the decoding paths users hit.
 """
