@@ -8,6 +8,7 @@ import asyncio
 import base64
 import io
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import soundfile as sf
 from serve_app.audio import SAMPLE_RATE, load_audio_file
 from serve_app.evaluation import cer
 from serve_app.stream_client import stream_audio, stream_url
-from tests.conftest import API_KEY, AUTH
+from tests.conftest import API_KEY, APP_NAME, AUTH
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -207,3 +208,36 @@ def browser_with_fake_mic(speech, tmp_path, tmp_path_factory):
         yield driver
     finally:
         driver.quit()
+
+
+def test_a_stream_survives_its_encoder_replica_being_replaced(serve_url, speech):
+    """Kill every Encoder replica while a stream plays: the stage calls in flight are retried
+    (as an upload's are), Serve starts a new replica, and the stream ends with its `done`
+    and the whole transcript, no error. Then the service is healthy again."""
+    import ray
+
+    from tests.test_serve_integration import _poll_health
+
+    audio, reference = speech
+    killed, names = threading.Event(), []
+
+    def encoder_replicas() -> list[str]:
+        prefix = f"SERVE_REPLICA::{APP_NAME}#Encoder#"
+        actors = ray.util.list_named_actors(all_namespaces=True)
+        return [a["name"] for a in actors if a["name"].startswith(prefix)]
+
+    def kill_encoders(message: dict) -> None:
+        if message["type"] == "partial" and not killed.is_set():
+            killed.set()
+            names.extend(encoder_replicas())
+            for name in names:
+                ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+
+    done = stream_audio(audio, serve_url, rate=1.0, api_key=API_KEY, on_message=kill_encoders)
+    assert killed.is_set() and names
+    assert done["type"] == "done" and done["duration"] == pytest.approx(
+        len(audio) / SAMPLE_RATE, abs=0.01
+    )
+    assert cer([reference], [done["text"]]) <= 0.25, done["text"]
+    assert _poll_health(serve_url, until=200, timeout_s=120)[-1] == 200
+    assert encoder_replicas() and not set(encoder_replicas()) & set(names)  # replaced
