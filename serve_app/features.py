@@ -15,6 +15,7 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from serve_app.audio import SAMPLE_RATE
 from serve_app.errors import EmptyAudioError
@@ -127,14 +128,25 @@ def _mel_power(samples: np.ndarray, filters: np.ndarray) -> np.ndarray:
     n_frames = len(samples) // HOP_LENGTH  # Whisper drops the STFT's last frame
     window = _hann_window()
     mel = np.empty((filters.shape[0], n_frames), dtype=np.float64)
-    for start in range(0, n_frames, FRAMES_PER_BLOCK):
-        stop = min(start + FRAMES_PER_BLOCK, n_frames)
-        # float64 like the reference: float32 FFT error is large relative to the weak bins
-        # that survive the 80 dB floor.
-        spectrum = np.fft.rfft(frames[start:stop] * window, axis=-1)  # window is float64
-        power = spectrum.real**2 + spectrum.imag**2
-        mel[:, start:stop] = filters @ power.T
+    # One BLAS thread for the filterbank product: OpenBLAS' extra threads busy-wait after
+    # each call and took the cores from ONNX Runtime (in-process transcription of short
+    # clips ran at about half speed; python -m bench.stages measures it).
+    with _blas().limit(limits=1, user_api="blas"):
+        for start in range(0, n_frames, FRAMES_PER_BLOCK):
+            stop = min(start + FRAMES_PER_BLOCK, n_frames)
+            # float64 like the reference: float32 FFT error is large relative to the weak
+            # bins that survive the 80 dB floor.
+            spectrum = np.fft.rfft(frames[start:stop] * window, axis=-1)  # window is float64
+            power = spectrum.real**2 + spectrum.imag**2
+            mel[:, start:stop] = filters @ power.T
     return mel
+
+
+@cache
+def _blas() -> ThreadpoolController:
+    """The process's BLAS libraries (numpy's OpenBLAS), found once: limiting them through
+    it costs microseconds per call."""
+    return ThreadpoolController()
 
 
 @cache

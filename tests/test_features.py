@@ -167,3 +167,27 @@ def test_invalid_arguments() -> None:
         log_mel_spectrogram(audio[:100], pad_to_frames=1)
     with pytest.raises(EmptyAudioError):
         log_mel_spectrogram(np.zeros(0, dtype=np.float32))
+
+
+def test_the_filterbank_product_runs_on_one_blas_thread_and_restores_the_count(monkeypatch):
+    """OpenBLAS' spinning helper threads took the cores from ONNX Runtime; the log-mel
+    product runs on one BLAS thread, and the process's own setting comes back afterwards."""
+    from threadpoolctl import threadpool_info
+
+    from serve_app import features
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    seen: list[list[int]] = []
+    real_rfft = np.fft.rfft
+
+    def rfft(*args, **kwargs):
+        seen.append(blas_threads())
+        return real_rfft(*args, **kwargs)
+
+    monkeypatch.setattr(features.np.fft, "rfft", rfft)
+    log_mel_spectrogram(np.random.default_rng(0).standard_normal(16000).astype(np.float32))
+    assert seen and all(threads == [1] * len(before) for threads in seen)
+    assert blas_threads() == before
