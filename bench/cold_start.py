@@ -1,0 +1,98 @@
+"""Cold start by phase: from `serve run serve_config.yaml` (a fresh local Ray instance) to the
+first transcript, with the time each milestone first appears in serve run's log.
+
+    .venv/bin/python -m bench.cold_start [--runs 3]
+
+Phases (seconds from the start of `serve run`): Ray started, Serve started and the config
+submitted, the app imported and built by the controller, replicas requested, the Decoder's
+LM read (the last model load), the first HTTP answer of any kind, the first 200 transcript of
+a short clip. Polled every 0.25 s; each run is its own `serve run`, stopped by process group.
+Prints a table (median over runs) and writes bench/results/cold_start-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import threading
+import time
+from pathlib import Path
+
+from bench.common import machine_info, uptime_line, write_results
+from bench.stack import ServeStack
+
+CLIP = Path(__file__).resolve().parent.parent / "tests" / "data" / "clips" / "north_16k.wav"
+MILESTONES = {  # name -> a log line that marks it (the first one seen counts)
+    "ray_started": re.compile(r"Started a local Ray instance"),
+    "serve_started": re.compile(r"Submitted deploy config successfully"),
+    "app_built": re.compile(r"Imported and built app"),
+    "replicas_requested": re.compile(r"Adding \d+ replica"),
+    "lm_loaded": re.compile(r"ServeReplica:\w+:Decoder.*\*{20,}"),
+}
+START_TIMEOUT_S = 300.0
+
+
+def one_run(model_dir: Path) -> dict[str, float | None]:
+    stack = ServeStack(model_dir)
+    found: dict[str, float | None] = dict.fromkeys(MILESTONES)
+    done = threading.Event()
+    t0 = time.monotonic()
+    stack.start()
+
+    def follow() -> None:
+        seen = 0
+        while not done.is_set():
+            if stack.log_path and stack.log_path.exists():
+                text = stack.log_path.read_text(errors="replace")
+                now = round(time.monotonic() - t0, 2)
+                for line in text[seen:].splitlines():
+                    for name, pattern in MILESTONES.items():
+                        if found[name] is None and pattern.search(line):
+                            found[name] = now
+                seen = len(text)
+            time.sleep(0.1)
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    clip = CLIP.read_bytes()
+    try:
+        first = stack.wait_first_answer(
+            lambda c: c.post(f"{stack.url}/transcribe", files={"file": ("a.wav", clip)}),
+            START_TIMEOUT_S,
+        )
+        time.sleep(0.5)  # the log's last lines
+    finally:
+        done.set()
+        follower.join()
+        stopped = stack.stop()
+    return {**found, **first, "stop_s": stopped.get("driver_exit_s")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.cold_start", description=__doc__)
+    p.add_argument("--model-dir", type=Path, default=Path("models/default"))
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--note", default="")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    runs = []
+    for i in range(args.runs):
+        runs.append(one_run(args.model_dir))
+        print(f"run {i + 1}: {runs[-1]}", flush=True)
+    keys = [*MILESTONES, "first_http_answer_s", "first_200_s"]
+    median = {
+        k: statistics.median(v) if (v := [r[k] for r in runs if r[k] is not None]) else None
+        for k in keys
+    }
+    print("| milestone | seconds from `serve run` (median) |\n| --- | --- |")
+    for k in keys:
+        print(f"| {k} | {median[k]} |")
+    print(uptime_line())
+    results = {"machine": machine_info(), "note": args.note, "runs": runs, "median": median}
+    write_results(results, "cold_start", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
