@@ -430,3 +430,33 @@ def test_write_results_names_a_timestamped_file_or_uses_out(tmp_path, monkeypatc
     chosen = tmp_path / "deep" / "x.json"
     assert common.write_results({"p": Path("a")}, "probe", chosen, default=str) == chosen
     assert json.loads(chosen.read_text()) == {"p": "a"}
+
+
+@pytest.mark.slow
+def test_stages_times_every_stage_of_the_real_transcriber(default_bundle) -> None:
+    from bench import stages
+    from serve_app.transcriber import Transcriber
+
+    transcriber = Transcriber(default_bundle, precision="int8")
+    clip = Path(__file__).parent / "data" / "clips" / "north_16k.wav"
+    ms = stages.measure(transcriber, [clip.read_bytes()], repeats=1)
+    assert set(ms) == {"preprocess", "encoder_bare", "decode_greedy", "in_process_greedy",
+                       "decode_beam", "in_process_beam"}  # fmt: skip
+    assert all(v > 0 for v in ms.values())
+    # the whole path includes the bare encoder's work on the same features
+    assert ms["in_process_greedy"] > 0.5 * ms["encoder_bare"]
+
+
+def test_cold_start_milestones_match_serve_runs_log_lines() -> None:
+    from bench.cold_start import MILESTONES
+
+    lines = {
+        "ray_started": "INFO worker.py:2029 -- Started a local Ray instance. View the dashboard",
+        "serve_started": "SUCC scripts.py:546 -- Submitted deploy config successfully.",
+        "app_built": "INFO controller 7488 -- Imported and built app 'asr' successfully.",
+        "replicas_requested": "INFO controller -- Adding 1 replica to Deployment(name='Encoder')",
+        "lm_loaded": "(ServeReplica:asr:Decoder pid=7648) ********************************",
+    }
+    assert set(lines) == set(MILESTONES)
+    for name, line in lines.items():
+        assert [n for n, p in MILESTONES.items() if p.search(line)] == [name]
