@@ -45,12 +45,13 @@ def one_run(model_dir: Path) -> dict[str, float | None]:
         while not done.is_set():
             if stack.log_path and stack.log_path.exists():
                 text = stack.log_path.read_text(errors="replace")
+                complete = text.rfind("\n") + 1  # a line still being written waits
                 now = round(time.monotonic() - t0, 2)
-                for line in text[seen:].splitlines():
+                for line in text[seen:complete].splitlines():
                     for name, pattern in MILESTONES.items():
                         if found[name] is None and pattern.search(line):
                             found[name] = now
-                seen = len(text)
+                seen = max(seen, complete)
             time.sleep(0.1)
 
     follower = threading.Thread(target=follow, daemon=True)

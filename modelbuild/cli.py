@@ -6,11 +6,10 @@ torch; `serve_app` never imports this package.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-from serve_app.cli import BUILD_COMMANDS, DEFAULT_MODEL_DIR
+from serve_app.cli import BUILD_COMMANDS, DEFAULT_MODEL_DIR, run_command
 
 # How the shipped head (serve_app/assets/head) was trained; `vi-asr train-head` repeats it.
 TRAIN_HEAD_RECIPE = {
@@ -133,11 +132,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from serve_app.errors import ASRError
-
-    try:
-        return args.func(args)
-    except ASRError as exc:
-        print(f"vi-asr: {exc}", file=sys.stderr)
-        return 2
+    return run_command(build_parser().parse_args(argv))

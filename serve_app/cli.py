@@ -148,7 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in BUILD_COMMANDS:
         return _run_modelbuild(argv)
-    args = build_parser().parse_args(argv)
+    return run_command(build_parser().parse_args(argv))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command (`args.func`); an ASRError is the user's to fix: its message on
+    stderr and exit status 2. `python -m modelbuild` runs its commands through this too."""
     from serve_app.errors import ASRError
 
     try:
