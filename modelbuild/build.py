@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from modelbuild.export import RECIPES, export_onnx, quantize_int8
+from modelbuild.export import export_onnx
 from modelbuild.lm import SHIPPED_HEAD_DIR, build_lm, default_counts, tuned_settings
 from modelbuild.model import EncoderCTC
+from modelbuild.quant import DEFAULT_QUANT_RECIPE, RECIPES, quantize_int8
 from modelbuild.train import HeadConfig
 from modelbuild.weights import SOURCE_NAME, load_whisper_base_encoder
 from serve_app.bundle import BundleConfig, write_config
 
 HEAD_DIR = SHIPPED_HEAD_DIR  # serve_app/assets/head: the committed head
 DEFAULT_BUNDLE_NAME = "vi-whisper-base-ctc"
-DEFAULT_QUANT_RECIPE = "matmul-per-channel-keep-fc2"
 
 
 def load_head(head_dir: Path = HEAD_DIR) -> tuple[torch.nn.Module, dict]:

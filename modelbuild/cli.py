@@ -9,6 +9,7 @@ import argparse
 import time
 from pathlib import Path
 
+from modelbuild.quant import DEFAULT_QUANT_RECIPE, RECIPES
 from serve_app.cli import BUILD_COMMANDS, DEFAULT_MODEL_DIR, run_command
 
 # How the shipped head (serve_app/assets/head) was trained; `vi-asr train-head` repeats it.
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR)
     b.add_argument("--force", action="store_true")
     b.add_argument("--no-int8", action="store_true")
-    b.add_argument("--quant-recipe", default="matmul-per-channel-keep-fc2")
+    b.add_argument("--quant-recipe", default=DEFAULT_QUANT_RECIPE, choices=sorted(RECIPES))
     b.add_argument("--no-lm", action="store_true", help="no lexicon/LM: greedy decoding")
     b.set_defaults(func=_cmd_build_model)
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
-from modelbuild.export import RECIPES, export_onnx, quantize_int8
+from modelbuild.export import export_onnx
 from modelbuild.model import EncoderCTC, EncoderDims, SeedHead, WhisperEncoder
+from modelbuild.quant import DEFAULT_QUANT_RECIPE, RECIPES, quantize_int8
 from serve_app.bundle import BundleConfig, write_config
 
 WHISPER_HEAD_DIM = 64  # every Whisper size uses 64-dim attention heads
@@ -82,7 +83,7 @@ def convert_checkpoint(
     export_onnx(model, out / "model.onnx")
     models = {"fp32": "model.onnx"}
     if int8:
-        quantize_int8(out / "model.onnx", out / "model.int8.onnx", RECIPES["matmul-per-channel"])
+        quantize_int8(out / "model.onnx", out / "model.int8.onnx", RECIPES[DEFAULT_QUANT_RECIPE])
         models["int8"] = "model.int8.onnx"
     shutil.copy(tokenizer_json, out / "tokenizer.json")
     config = BundleConfig(

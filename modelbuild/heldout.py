@@ -229,6 +229,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("data/heldout_results.json"))
     p.add_argument("--every", type=int, default=1, help="score every Nth row per condition")
     p.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "dev"],
+        help="dev: for choosing between candidates (never choose on test)",
+    )
+    p.add_argument(
         "--update-manifest",
         type=Path,
         default=None,
@@ -241,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     for model in args.model:
         for precision in args.precision:
             for report in score_bundle(
-                args.corpus, model, precision, args.decoder, every=args.every
+                args.corpus, model, precision, args.decoder, split=args.split, every=args.every
             ):
                 reports.append(report)
                 summary = {k: v for k, v in report.items() if k != "examples"}

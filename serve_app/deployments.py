@@ -34,16 +34,17 @@ from serve_app.api import (
 )
 from serve_app.audio import AudioLimits, resample
 from serve_app.bundle import load_bundle
+from serve_app.encoder import DEFAULT_MAX_BATCH_FRAMES
 from serve_app.errors import InputError
 from serve_app.formats import Transcript
 from serve_app.transcriber import Prepared
 
 DEFAULT_MAX_BATCH_SIZE = 8
 DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.02  # 20 ms: small next to a window's encode time
-# Windows per ONNX Runtime call inside one @serve.batch. 1 keeps every window's result
-# independent of what it was batched with: the INT8 models quantize activations
-# dynamically, with one scale per input tensor, i.e. per ORT batch. On CPU, bigger ORT
-# batches measured no faster here anyway; fp32 models are exactly batch-invariant.
+# Windows per ONNX Runtime call inside one @serve.batch, and padded mel frames per call:
+# short windows share a call, long ones run alone (bigger calls measured slower on CPU).
+# fp32 and per-frame INT8 graphs give a window the same result however it is batched;
+# graphs from ORT's quantize_dynamic run one window per call whatever this says.
 DEFAULT_ORT_MAX_BATCH = 1
 DEFAULT_ORT_PARALLEL_RUNS = 1
 MAX_CONCURRENT_BATCHES = 4  # @serve.batch calls in progress per replica (fixed at import)
@@ -58,6 +59,7 @@ class BatchingConfig:
     batch_wait_timeout_s: float = DEFAULT_BATCH_WAIT_TIMEOUT_S
     ort_max_batch: int = DEFAULT_ORT_MAX_BATCH
     ort_parallel_runs: int = DEFAULT_ORT_PARALLEL_RUNS
+    ort_max_batch_frames: int = DEFAULT_MAX_BATCH_FRAMES
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_batch_size <= 64:
@@ -66,6 +68,8 @@ class BatchingConfig:
             raise ValueError(
                 f"ort_max_batch must be in 1..max_batch_size, got {self.ort_max_batch}"
             )
+        if self.ort_max_batch_frames < 1:
+            raise ValueError(f"ort_max_batch_frames must be >= 1, got {self.ort_max_batch_frames}")
         if not 1 <= self.ort_parallel_runs <= 16:
             raise ValueError(f"ort_parallel_runs must be in 1..16, got {self.ort_parallel_runs}")
         if not 0.0 <= self.batch_wait_timeout_s <= 1.0:
@@ -107,6 +111,7 @@ class Preprocessor:
         "batch_wait_timeout_s": DEFAULT_BATCH_WAIT_TIMEOUT_S,
         "ort_max_batch": DEFAULT_ORT_MAX_BATCH,
         "ort_parallel_runs": DEFAULT_ORT_PARALLEL_RUNS,
+        "ort_max_batch_frames": DEFAULT_MAX_BATCH_FRAMES,
     },
 )
 class Encoder:
@@ -133,6 +138,7 @@ class Encoder:
         self.core.options = replace(
             self.core.options,
             max_batch=config.ort_max_batch,
+            max_batch_frames=config.ort_max_batch_frames,
             parallel_runs=config.ort_parallel_runs,
         )
 
@@ -158,7 +164,7 @@ class Encoder:
     ) -> list[tuple[np.ndarray, int]]:
         """The batch body, callable without Ray: (log-probs, batch size) per window."""
         lengths = [f.shape[1] for f in features]
-        self.metrics.batch(lengths, self.core.max_batch, self.core.options.max_padding_waste)
+        self.metrics.batch(lengths, self.core.plan(lengths))
         with tracing.batch_span("encoder.batch", traces or (), len(features)):
             return [(out, len(features)) for out in self.core.run(features)]
 

@@ -5,9 +5,15 @@ true length passed in `lengths`, so attention ignores the padding and the result
 window is the same alone or batched. Padding still costs compute, so `plan_batches` groups
 windows of similar length and caps the wasted fraction.
 
-Dynamically quantized (INT8) graphs are the exception: ONNX Runtime picks one activation
-scale per tensor, i.e. per batch, so batch-mates would nudge each other's numbers. Such
-graphs carry `BATCH_INVARIANT_KEY = "false"` in their metadata and run one window per call.
+Big batches are not faster on CPU: past a few seconds of audio per call the attention
+maps outgrow the caches, so a call also stops at `max_batch_frames` padded mel frames
+(short windows batch, long ones run alone).
+
+Graphs quantized by ONNX Runtime's `quantize_dynamic` (INT8 recipes with one activation
+scale per tensor, i.e. per batch) are the exception to batch invariance: batch-mates
+would nudge each other's numbers. Such graphs carry `BATCH_INVARIANT_KEY = "false"` in
+their metadata and run one window per call. The default INT8 recipe scales each frame on
+its own (modelbuild/rowquant.py) and batches like fp32.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 
 DEFAULT_MAX_BATCH = 8
 DEFAULT_MAX_PADDING_WASTE = 0.25  # at most a quarter of a sub-batch's frames may be padding
+DEFAULT_MAX_BATCH_FRAMES = 800  # padded mel frames per ORT call (8 s); one window always fits
 BATCH_INVARIANT_KEY = "asr.batch_invariant"  # ONNX metadata written by the INT8 export
 
 
@@ -32,6 +39,7 @@ class EncoderOptions:
     inter_op_threads: int = 1
     max_batch: int = DEFAULT_MAX_BATCH
     max_padding_waste: float = DEFAULT_MAX_PADDING_WASTE
+    max_batch_frames: int = DEFAULT_MAX_BATCH_FRAMES
     # ORT calls in flight at once, each on a thread of a pool shared by every caller of this
     # encoder (1: each run() calls ORT on its own thread). With one intra-op thread per call
     # this is how one replica uses several cores: independent windows in parallel scale
@@ -45,6 +53,8 @@ class EncoderOptions:
             raise ValueError(f"parallel_runs must be in 1..64, got {self.parallel_runs}")
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        if self.max_batch_frames < 1:
+            raise ValueError(f"max_batch_frames must be >= 1, got {self.max_batch_frames}")
         if not 0.0 <= self.max_padding_waste < 1.0:
             raise ValueError(f"max_padding_waste must be in [0, 1), got {self.max_padding_waste}")
 
@@ -55,11 +65,14 @@ class EncoderOptions:
         return cls(**{"intra_op_threads": threads, **overrides})
 
 
-def plan_batches(lengths: Sequence[int], max_batch: int, max_waste: float) -> list[list[int]]:
+def plan_batches(
+    lengths: Sequence[int], max_batch: int, max_waste: float, max_frames: int | None = None
+) -> list[list[int]]:
     """Group indices into sub-batches of similar length (longest first).
 
     A window joins the current group while the group's padding stays within `max_waste`
-    of its padded frame count and the group holds fewer than `max_batch` windows.
+    of its padded frame count, the group holds fewer than `max_batch` windows and, with
+    `max_frames`, its padded frames (windows x longest) stay within `max_frames`.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     groups: list[list[int]] = []
@@ -69,7 +82,8 @@ def plan_batches(lengths: Sequence[int], max_batch: int, max_waste: float) -> li
             longest = lengths[current[0]]
             real = sum(lengths[j] for j in current) + lengths[i]
             waste = 1.0 - real / (longest * (len(current) + 1))
-            if len(current) >= max_batch or waste > max_waste:
+            too_big = max_frames is not None and longest * (len(current) + 1) > max_frames
+            if len(current) >= max_batch or waste > max_waste or too_big:
                 groups.append(current)
                 current = []
         current.append(i)
@@ -113,12 +127,17 @@ class OnnxEncoder:
         """Windows per ORT call: 1 for graphs whose results depend on their batch-mates."""
         return self.options.max_batch if self.batch_invariant else 1
 
+    def plan(self, lengths: Sequence[int]) -> list[list[int]]:
+        """How `run` groups windows of these mel lengths into ORT calls."""
+        o = self.options
+        return plan_batches(lengths, self.max_batch, o.max_padding_waste, o.max_batch_frames)
+
     def run(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
         """features: [n_mels, T] arrays (T even, any float dtype). Returns [T/2, V] float32 each,
         in input order, running similar lengths together."""
         results: list[np.ndarray | None] = [None] * len(features)
         lengths = [f.shape[1] for f in features]
-        groups = plan_batches(lengths, self.max_batch, self.options.max_padding_waste)
+        groups = self.plan(lengths)
         inputs = [[features[i] for i in group] for group in groups]
         if self.options.parallel_runs > 1:  # also for one group: the pool bounds all callers
             outputs = [future.result() for future in self._submit(inputs)]

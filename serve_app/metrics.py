@@ -246,14 +246,12 @@ class EncoderMetrics:
             tag_keys=("kind",),
         )
 
-    def batch(self, lengths: Sequence[int], max_batch: int, max_waste: float) -> None:
-        """One batch call: the windows' frame counts, grouped into ORT calls the way
-        `OnnxEncoder.run` groups them."""
-        from serve_app.encoder import plan_batches
-
+    def batch(self, lengths: Sequence[int], groups: Sequence[Sequence[int]]) -> None:
+        """One batch call: the windows' frame counts and the ORT calls `OnnxEncoder.plan`
+        groups them into."""
         self.batch_sizes.observe(len(lengths))
         real = padded = 0
-        for group in plan_batches(lengths, max_batch, max_waste):
+        for group in groups:
             real += sum(lengths[i] for i in group)
             padded += max(lengths[i] for i in group) * len(group)
         # Both counts are > 0 for any batch (a counter cannot be incremented by 0), so the

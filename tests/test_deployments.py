@@ -26,6 +26,7 @@ def test_batching_config_validates():
         {"batch_wait_timeout_s": -1},
         {"max_batch_size": 2, "ort_max_batch": 3},
         {"ort_parallel_runs": 0},
+        {"ort_max_batch_frames": 0},
     ):
         with pytest.raises(ValueError):
             BatchingConfig(**bad)
@@ -34,8 +35,18 @@ def test_batching_config_validates():
 @pytest.mark.slow
 def test_encoder_batch_body_matches_the_plain_encoder(default_bundle):
     encoder = Encoder.func_or_class(str(default_bundle), "int8", 1)
-    encoder.reconfigure({"max_batch_size": 4, "batch_wait_timeout_s": 0.01, "ort_parallel_runs": 2})
+    encoder.reconfigure(
+        {
+            "max_batch_size": 4,
+            "batch_wait_timeout_s": 0.01,
+            "ort_parallel_runs": 2,
+            "ort_max_batch": 4,
+            "ort_max_batch_frames": 400,
+        }
+    )
     assert encoder.core.options.parallel_runs == 2
+    assert (encoder.core.options.max_batch, encoder.core.options.max_batch_frames) == (4, 400)
+    assert encoder.core.plan([200, 120, 200]) == [[0, 2], [1]]  # 3 x 200 > 400 frames
     rng = np.random.default_rng(0)
     windows = [rng.normal(size=(80, n)).astype(np.float16) for n in (200, 120, 200)]
     batched = encoder.run_batch(windows)

@@ -19,9 +19,26 @@ def test_plan_batches_puts_equal_lengths_together():
     assert [len(g) for g in groups] == [4, 4, 2]
 
 
+def test_plan_batches_caps_padded_frames_per_call():
+    """Short windows share a call up to the frame budget; a window longer than the budget
+    still runs (alone)."""
+    lengths = [200, 200, 200, 200, 200, 1500, 3000, 100]
+    groups = plan_batches(lengths, max_batch=8, max_waste=0.25, max_frames=800)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert all(max(lengths[i] for i in g) * len(g) <= 800 or len(g) == 1 for g in groups)
+    assert [6] in groups and [5] in groups
+    assert sorted(len(g) for g in groups if lengths[g[0]] == 200) == [2, 4]  # 200+100 share
+
+
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_batch": 0}, {"max_padding_waste": 1.0}, {"intra_op_threads": -1}, {"parallel_runs": 0}],
+    [
+        {"max_batch": 0},
+        {"max_padding_waste": 1.0},
+        {"intra_op_threads": -1},
+        {"parallel_runs": 0},
+        {"max_batch_frames": 0},
+    ],
 )
 def test_options_validate(kwargs):
     with pytest.raises(ValueError):
@@ -31,22 +48,24 @@ def test_options_validate(kwargs):
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_window_result_independent_of_batch(default_bundle, precision):
-    """A window's output is the same alone or batched with longer windows.
+    """A window's output is the same alone or batched with longer windows, in one ORT call.
 
-    fp32 graphs mask the padding, so batch-mates change nothing beyond float noise. INT8
-    graphs compute activation scales per call, so the encoder runs them one window per call
-    and the outputs are identical.
+    fp32 graphs mask the padding, so batch-mates change nothing beyond float noise. The
+    default INT8 graph scales every frame on its own and accumulates in integers, so its
+    outputs are bit-identical.
     """
     from serve_app.transcriber import Transcriber
     from tests.conftest import CLIPS_DIR
 
-    t = Transcriber(default_bundle, precision, EncoderOptions(intra_op_threads=2))
-    assert t.encoder.batch_invariant is (precision == "fp32")
+    options = EncoderOptions(intra_op_threads=2, max_batch_frames=100_000)
+    t = Transcriber(default_bundle, precision, options)
+    assert t.encoder.batch_invariant
     clips = sorted(p for p in CLIPS_DIR.iterdir() if p.suffix in (".wav", ".flac", ".ogg", ".mp3"))
     windows = [t.preprocessor(p.read_bytes()).windows[0].features for p in clips]
     windows = [w for w in windows if w is not None]
     assert len({w.shape[1] for w in windows}) > 1  # really different lengths
     alone = [t.encoder.run([w])[0] for w in windows]
+    assert len(t.encoder.plan([w.shape[1] for w in windows])) < len(windows)  # really batched
     together = t.encoder.run(windows)
     for a, b in zip(alone, together, strict=True):
         assert a.shape == b.shape
@@ -85,9 +104,9 @@ def test_parallel_runs_give_the_same_outputs_in_order(default_bundle):
     path = load_bundle(default_bundle).model_path("int8")
     rng = np.random.default_rng(1)
     windows = [rng.standard_normal((80, n)).astype(np.float32) * 0.5 for n in (400, 120, 260, 300)]
-    sequential = OnnxEncoder(path, EncoderOptions(intra_op_threads=1)).run(windows)
-    encoder = OnnxEncoder(path, EncoderOptions(intra_op_threads=1, parallel_runs=3))
-    assert encoder.max_batch == 1  # INT8: one window per call, so four calls to spread
+    one_per_call = EncoderOptions(intra_op_threads=1, max_batch=1)
+    sequential = OnnxEncoder(path, one_per_call).run(windows)
+    encoder = OnnxEncoder(path, replace(one_per_call, parallel_runs=3))  # four calls to spread
     for runs in (3, 2):
         encoder.options = replace(encoder.options, parallel_runs=runs)
         parallel = encoder.run(windows)

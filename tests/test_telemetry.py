@@ -279,8 +279,8 @@ def test_ray_metrics_accept_what_the_ingress_and_encoder_record():
     metrics.transcribed("/transcribe", 3.0, 0.2, {"preprocess": 0.01, "encode": 0.1})
     metrics.transcribed("/transcribe", 0.0, 0.01, {})  # empty audio: no RTF, no audio seconds
     encoder = asr_metrics.EncoderMetrics()
-    encoder.batch([200, 120, 200], max_batch=8, max_waste=0.25)
-    encoder.batch([100], max_batch=1, max_waste=0.25)
+    encoder.batch([200, 120, 200], [[0, 2], [1]])
+    encoder.batch([100], [[0]])
 
 
 # ---------------------------------------------------------------------------------------
