@@ -86,6 +86,7 @@ class Preprocessor:
         from serve_app.transcriber import Preprocessor as CorePreprocessor
 
         self.core = CorePreprocessor(load_bundle(bundle_dir).config, limits)
+        resample(np.zeros(480, np.float32), 48_000)  # imports scipy.signal now, not on a request
         tracing.configure_tracing()  # exports spans only when OTEL_* variables say so
 
     def __call__(self, audio: bytes, trace: dict[str, str] | None = None) -> Prepared:
