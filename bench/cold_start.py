@@ -33,29 +33,46 @@ MILESTONES = {  # name -> a log line that marks it (the first one seen counts)
 START_TIMEOUT_S = 300.0
 
 
-def one_run(model_dir: Path) -> dict[str, float | None]:
-    stack = ServeStack(model_dir)
-    found: dict[str, float | None] = dict.fromkeys(MILESTONES)
-    done = threading.Event()
-    t0 = time.monotonic()
-    stack.start()
+class MilestoneFollower:
+    """Watches a starting `ServeStack`'s log on a thread and notes, for each milestone, the
+    seconds from `t0` at which its line first appeared."""
 
-    def follow() -> None:
+    def __init__(self, stack: ServeStack, t0: float) -> None:
+        self.stack, self.t0 = stack, t0
+        self.found: dict[str, float | None] = dict.fromkeys(MILESTONES)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+
+    def start(self) -> MilestoneFollower:
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, float | None]:
+        self._done.set()
+        self._thread.join()
+        return dict(self.found)
+
+    def _follow(self) -> None:
         seen = 0
-        while not done.is_set():
-            if stack.log_path and stack.log_path.exists():
-                text = stack.log_path.read_text(errors="replace")
+        while not self._done.is_set():
+            path = self.stack.log_path
+            if path and path.exists():
+                text = path.read_text(errors="replace")
                 complete = text.rfind("\n") + 1  # a line still being written waits
-                now = round(time.monotonic() - t0, 2)
+                now = round(time.monotonic() - self.t0, 2)
                 for line in text[seen:complete].splitlines():
                     for name, pattern in MILESTONES.items():
-                        if found[name] is None and pattern.search(line):
-                            found[name] = now
+                        if self.found[name] is None and pattern.search(line):
+                            self.found[name] = now
                 seen = max(seen, complete)
             time.sleep(0.1)
 
-    follower = threading.Thread(target=follow, daemon=True)
-    follower.start()
+
+def one_run(model_dir: Path) -> dict[str, float | None]:
+    stack = ServeStack(model_dir)
+    t0 = time.monotonic()
+    stack.start()
+    follower = MilestoneFollower(stack, t0).start()
     clip = CLIP.read_bytes()
     try:
         first = stack.wait_first_answer(
@@ -64,8 +81,7 @@ def one_run(model_dir: Path) -> dict[str, float | None]:
         )
         time.sleep(0.5)  # the log's last lines
     finally:
-        done.set()
-        follower.join()
+        found = follower.stop()
         stopped = stack.stop()
     return {**found, **first, "stop_s": stopped.get("driver_exit_s")}
 

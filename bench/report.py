@@ -140,6 +140,21 @@ def _summary(results: dict[str, Any]) -> str:
             table(["clips", "best HTTP / best in-process", "same concurrency"], rows),
             "",
         ]
+    onnx_c = ratios.get("in_process_over_onnx", {})
+    if onnx_c:
+        rows = [
+            [kind, ", ".join(f"c={c}: {times(v)}" for c, v in onnx_c[kind].items())]
+            for kind in KINDS
+            if kind in onnx_c
+        ]
+        lines += [
+            "The in-process transcriber (decode, resample, log-mel, encoder, beam decoding) over "
+            "the bare ONNX encoder session on the same features, throughput at the same "
+            "concurrency:",
+            "",
+            table(["clips", "in-process / bare ONNX"], rows),
+            "",
+        ]
     fw = ratios.get("service_vs_faster_whisper", {})
     if fw:
         rows = [
@@ -271,6 +286,7 @@ def _throughput(results: dict[str, Any], plots: dict[str, str]) -> str:
                     fmt(i),
                     fmt(o),
                     times(h / i) if h and i else "–",
+                    times(i / o) if i and o else "–",
                     noise,
                 ]
             )
@@ -285,6 +301,7 @@ def _throughput(results: dict[str, Any], plots: dict[str, str]) -> str:
                     "in-process",
                     "bare ONNX",
                     "HTTP / in-process",
+                    "in-process / ONNX",
                     "others' CPU: HTTP / in-proc / ONNX",
                 ],
                 rows,
@@ -397,13 +414,28 @@ def _memory(results: dict[str, Any], plots: dict[str, str]) -> str:
     return "\n".join(out)
 
 
+PHASE_NAMES = {  # bench.cold_start.MILESTONES, in the order they happen
+    "ray_started": "local Ray instance started",
+    "serve_started": "Serve started, config submitted",
+    "app_built": "app imported and built by the controller",
+    "replicas_requested": "replicas requested",
+    "lm_loaded": "the Decoder read its LM (the last model load)",
+}
+
+
 def _cold_start(results: dict[str, Any]) -> str:
     http = results.get("paths", {}).get("http", {})
     cold = http.get("cold_start")
     if not cold:
         return ""
     stop = http.get("stop", {})
+    phases = cold.get("phases") or {}
     rows = [
+        [PHASE_NAMES[name], fmt(phases.get(name), 1, " s")]
+        for name in PHASE_NAMES
+        if phases.get(name) is not None
+    ]
+    rows += [
         ["first HTTP answer of any kind (proxy up)", fmt(cold.get("first_http_answer_s"), 1, " s")],
         ["first 200 transcript", fmt(cold.get("first_200_s"), 1, " s")],
         [
@@ -416,7 +448,9 @@ def _cold_start(results: dict[str, Any]) -> str:
             "## Cold start",
             "",
             "From starting `serve run serve_config.yaml` (a fresh local Ray instance) to the "
-            "answer to a short clip, polled every 0.25 s:",
+            "answer to a short clip, polled every 0.25 s; the phases are when serve run's log "
+            "first shows each milestone (`bench/cold_start.py`; `python -m bench.cold_start "
+            "--runs 3` gives medians over fresh starts):",
             "",
             table(["milestone", "seconds"], rows),
             "",

@@ -290,13 +290,16 @@ def run_faster_whisper(by_kind: dict[str, list[Clip]], args: argparse.Namespace)
 def run_http(by_kind: dict[str, list[Clip]], args: argparse.Namespace) -> dict[str, Any]:
     import httpx
 
+    from bench.cold_start import MilestoneFollower
     from bench.stack import MemorySampler, ServeStack, memory_summary
 
     wavs = {c.name: c.wav_bytes() for clips in by_kind.values() for c in clips}
     probe = next(iter(by_kind.values()))[0]
     stack = ServeStack(args.model_dir)
     result: dict[str, Any] = {}
+    t0 = time.monotonic()
     stack.start()
+    follower = MilestoneFollower(stack, t0).start()
     try:
         url = stack.url
         print(f"  serve run on {url}; waiting for the first transcript", flush=True)
@@ -306,6 +309,8 @@ def run_http(by_kind: dict[str, list[Clip]], args: argparse.Namespace) -> dict[s
             ),
             COLD_START_TIMEOUT_S,
         )
+        time.sleep(0.5)  # the log's last lines
+        result["cold_start"]["phases"] = follower.stop()
         print(f"  cold start: {result['cold_start']}", flush=True)
         idle = MemorySampler(stack.proc.pid, "idle")
         idle.start()
@@ -354,6 +359,7 @@ def run_http(by_kind: dict[str, list[Clip]], args: argparse.Namespace) -> dict[s
         )
         result["url"] = url
     finally:
+        follower.stop()  # no-op after the first stop
         result["stop"] = stack.stop()
     return result
 
@@ -416,6 +422,7 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, Any]:
     acc = results.get("accuracy", {})
     out: dict[str, Any] = {
         "http_over_in_process": {},
+        "in_process_over_onnx": {},
         "http_best_over_in_process_best": {},
         "in_process_best_over_onnx_best": {},
         "service_vs_faster_whisper": {},
@@ -432,6 +439,16 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, Any]:
         }
         if per_c:
             out["http_over_in_process"][kind] = per_c
+        onnx_by_c = {r["concurrency"]: r for r in o}
+        per_c = {
+            str(r["concurrency"]): ratio(
+                r["audio_s_per_wall_s"], onnx_by_c[r["concurrency"]]["audio_s_per_wall_s"]
+            )
+            for r in i
+            if r["concurrency"] in onnx_by_c
+        }
+        if per_c:
+            out["in_process_over_onnx"][kind] = per_c
         hb, ib, ob = best(h), best(i), best(o)
         if hb and ib:
             out["http_best_over_in_process_best"][kind] = ratio(

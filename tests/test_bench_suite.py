@@ -295,7 +295,11 @@ def _results() -> dict:
             },
             "http": {
                 "rows": {"short": http_rows},
-                "cold_start": {"first_http_answer_s": 12.0, "first_200_s": 30.0},
+                "cold_start": {
+                    "first_http_answer_s": 12.0,
+                    "first_200_s": 30.0,
+                    "phases": {"ray_started": 5.0, "app_built": 9.5, "lm_loaded": None},
+                },
                 "memory_idle": {
                     "processes": [{**mem, "rss_mib": 400.0}],
                     "total_peak_mib": {"rss": 400.0},
@@ -321,6 +325,7 @@ def test_compute_ratios() -> None:
     assert ratios["http_over_in_process"] == {"short": {"1": 0.25, "4": 0.4}}
     assert ratios["http_best_over_in_process_best"] == {"short": 0.4}
     assert ratios["in_process_best_over_onnx_best"] == {"short": pytest.approx(0.556)}
+    assert ratios["in_process_over_onnx"] == {"short": {"1": 0.5, "4": pytest.approx(0.556)}}
     fw = ratios["service_vs_faster_whisper"]["short"]
     assert fw["in_process_c1_over_fw"] == 16.0
     assert fw["http_c1_over_fw"] == 4.0
@@ -363,7 +368,11 @@ def test_render_markdown_has_every_section() -> None:
     assert "Test CPU (avx2)" in text and "24.0 GiB" in text
     assert "load average: 2.00, 1.50, 1.00" in text
     assert "**Note on this run:** shared machine" in text
-    assert "| 4 | 20.00 | 8/8 | 50.00 | 90.00 | 0.40x | 40% / 40% / 40% |" in text
+    assert "| 4 | 20.00 | 8/8 | 50.00 | 90.00 | 0.40x | 0.56x | 40% / 40% / 40% |" in text
+    assert "| short | c=1: 0.50x, c=4: 0.56x |" in text  # in-process over bare ONNX
+    assert "| local Ray instance started | 5.0 s |" in text
+    assert "| app imported and built by the controller | 9.5 s |" in text
+    assert "LM" not in text.split("## Cold start")[1].split("##")[0]  # a phase not seen
     assert "(min / mean / max) | 10% / 23% / 40% |" in text
     assert "| ServeReplica:asr:Encoder | 400 | 500 | 300 |" in text
     assert "| first 200 transcript | 30.0 s |" in text
