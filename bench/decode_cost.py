@@ -21,11 +21,10 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from bench.common import machine_info, write_results
-from modelbuild.heldout import decode_encoded, split_rows
+from modelbuild.heldout import decode_encoded, encode_rows, split_rows
 from serve_app.evaluation import evaluate
 from serve_app.transcriber import Transcriber
 
@@ -57,25 +56,15 @@ def decoder_memory_mib(model: Path, kind: str) -> float:
     return round(json.loads(out.strip().splitlines()[-1])["rss_added_mib"], 1)
 
 
-def encode_cpu(transcriber: Transcriber, rows: list[dict]):
-    """Encode the rows; returns the heldout `Encoded` with encode CPU seconds in it."""
-    from modelbuild.heldout import Encoded
-
-    prepared = [transcriber.preprocessor(Path(r["path"]).read_bytes()) for r in rows]
-    t0 = time.process_time()
-    log_probs = transcriber.encode_prepared(prepared)
-    return Encoded(rows, prepared, log_probs, time.process_time() - t0)
-
-
 def measure(model: Path, corpus: Path, n_rows: int, widths: tuple[int, ...]) -> dict:
     transcriber = Transcriber(model)
     rows = [r for r in split_rows(corpus, "test") if r["condition"] == "clean"][:n_rows]
     if not rows:
         raise SystemExit(f"{corpus} has no clean test rows")
     transcriber.encode_prepared([transcriber.preprocessor(Path(rows[0]["path"]).read_bytes())])
-    encoded = encode_cpu(transcriber, rows)
+    encoded = encode_rows(transcriber, rows)
     audio_s = encoded.audio_seconds
-    encoder_ms = 1000 * encoded.encode_seconds / audio_s
+    encoder_ms = 1000 * encoded.encode_cpu_seconds / audio_s
     base = transcriber.bundle.config.decoder_settings
     variants = [("greedy", base.replace(kind="greedy"))]
     variants += [(f"beam{w}", base.replace(kind="beam", beam_width=w)) for w in widths]

@@ -28,7 +28,13 @@ def test_tuning_reads_dev_only_and_writes_its_choice(default_bundle, tiny_corpus
     bundle = bundle_copy(default_bundle, tmp_path / "bundle")
     out, head = tmp_path / "tune.json", tmp_path / "head"
     head.mkdir()
-    grid = {"LM_WEIGHTS": (0.5, 1.0), "WORD_SCORES": (0.0,), "BEAM_WIDTHS": (4, 8)}
+    grid = {
+        "LM_WEIGHTS": (0.5, 1.0),
+        "WORD_SCORES": (0.0,),
+        "BEAM_WIDTHS": (4, 8),
+        "TOKEN_BEAMS": (8,),
+        "BEAM_THRESHOLDS": (4.0, 20.0),
+    }
     with pytest.MonkeyPatch.context() as mp:
         for name, values in grid.items():
             mp.setattr(tune_decoder, name, values)
@@ -42,6 +48,13 @@ def test_tuning_reads_dev_only_and_writes_its_choice(default_bundle, tiny_corpus
     assert [p["beam_width"] for p in result["beam_widths"]] == [4, 8]
     best = min(result["grid"], key=lambda p: (p["objective"], p["cer"]))
     assert result["chosen"]["lm_weight"] == best["lm_weight"]
+    # pruning at the chosen width: the cheapest point within the tolerance of the best one
+    assert [p["beam_threshold"] for p in result["pruning"]] == [4.0, 20.0]
+    assert {p["beam_width"] for p in result["pruning"]} == {result["chosen"]["beam_width"]}
+    width = result["chosen"]["beam_width"]
+    unpruned = next(p for p in result["beam_widths"] if p["beam_width"] == width)
+    assert result["chosen"] in result["pruning"]
+    assert result["chosen"]["objective"] <= unpruned["objective"] + tune_decoder.PRUNE_TOLERANCE
     assert all(p["cer_by_text"] == {"composed": p["objective"]} for p in result["grid"])
 
     config = load_bundle(bundle).config
