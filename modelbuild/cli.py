@@ -66,6 +66,7 @@ def _cmd_train_head(args: argparse.Namespace) -> int:
             *("--conv-dilation", str(args.conv_dilation)),
             *("--mix-layers", *map(str, args.mix_layers)),
             "--score-test",
+            *(["--stop-after-steps", str(args.stop_after_steps)] if args.stop_after_steps else []),
         ]
     )
     return 0
@@ -120,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--conv-blocks", type=int, default=TRAIN_HEAD_RECIPE["conv_blocks"])
     t.add_argument("--conv-dilation", type=int, default=TRAIN_HEAD_RECIPE["conv_dilation"])
     t.add_argument("--mix-layers", type=int, nargs="+", default=TRAIN_HEAD_RECIPE["mix_layers"])
+    t.add_argument(
+        "--stop-after-steps", type=int, default=None, metavar="N",
+        help="train N steps, checkpoint and exit 3; the same command again resumes",
+    )  # fmt: skip
     t.set_defaults(func=_cmd_train_head)
 
     c = sub.add_parser("convert", help=BUILD_COMMANDS["convert"])

@@ -15,6 +15,7 @@ Two steps, both resumable:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import random
@@ -244,7 +245,35 @@ def evaluate(head, cfg: HeadConfig, split: CachedSplit, vocab: CharVocabulary) -
     }
 
 
-def fit(cache_dir: Path, cfg: FitConfig, vocab: CharVocabulary) -> tuple[torch.nn.Module, dict]:
+def checkpoint_path(cache_dir: Path, cfg: FitConfig) -> Path:
+    """Where `fit` keeps its checkpoint: one file per recipe, next to the cache it reads."""
+    digest = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir / f"fit-{digest}.ckpt"
+
+
+class TrainingStopped(Exception):
+    """`fit` stopped after `max_steps` steps; the checkpoint holds everything done so far."""
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # atomic: a run killed while saving keeps the previous checkpoint
+
+
+def fit(
+    cache_dir: Path,
+    cfg: FitConfig,
+    vocab: CharVocabulary,
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 100,
+    max_steps: int | None = None,
+) -> tuple[torch.nn.Module, dict]:
+    """Train the head. With `checkpoint`, the whole training state (weights, optimizer,
+    schedule, both RNGs, the epoch's batch order and position, history) is saved every
+    `checkpoint_every` steps and after every epoch, and a later call with the same recipe
+    resumes from it: the result is the same as one uninterrupted run. `max_steps` stops this
+    call (raising TrainingStopped) after that many steps, checkpoint saved."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
@@ -264,10 +293,49 @@ def fit(cache_dir: Path, cfg: FitConfig, vocab: CharVocabulary) -> tuple[torch.n
             min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
         ),
     )
-    history, t0, step = [], time.time(), 0
-    for epoch in range(cfg.epochs):
-        losses = []
-        for idxs in train.batches(cfg.batch_frames, rng):
+    history: list[dict] = []
+    step, start_epoch, skip, losses, elapsed = 0, 0, 0, [], 0.0
+    epoch_rng = rng.getstate()
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        if state["fit"] != asdict(cfg):
+            raise ValueError(f"{checkpoint} was written for another recipe: {state['fit']}")
+        head.load_state_dict(state["head"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        torch.set_rng_state(state["torch_rng"])
+        epoch_rng, start_epoch, skip = state["epoch_rng"], state["epoch"], state["step_in_epoch"]
+        step, losses, history, elapsed = (
+            state["step"],
+            state["losses"],
+            state["history"],
+            state["seconds"],
+        )
+        print(f"  resumed from {checkpoint}: epoch {start_epoch + 1}, step {step}/{total}")
+
+    def save(epoch: int, step_in_epoch: int) -> None:
+        if checkpoint is None:
+            return
+        _save_checkpoint(
+            checkpoint,
+            {
+                "fit": asdict(cfg), "head": head.state_dict(), "opt": opt.state_dict(),
+                "sched": sched.state_dict(), "torch_rng": torch.get_rng_state(),
+                "epoch_rng": epoch_rng, "epoch": epoch, "step_in_epoch": step_in_epoch,
+                "step": step, "losses": losses, "history": history,
+                "seconds": elapsed + time.time() - t0,
+            },
+        )  # fmt: skip
+
+    t0, stepped = time.time(), 0
+    for epoch in range(start_epoch, cfg.epochs):
+        # The epoch's batch order comes from the RNG state at its start, kept in the
+        # checkpoint, so a resumed epoch replays the same order and skips the steps done.
+        rng.setstate(epoch_rng)
+        batches = train.batches(cfg.batch_frames, rng)
+        for in_epoch, idxs in enumerate(batches):
+            if in_epoch < skip:
+                continue
             feats = train.features(idxs, pos)
             logp = _forward_cached(head, cfg.head, feats).log_softmax(-1)
             tgt = [targets[i] for i in idxs]
@@ -286,27 +354,39 @@ def fit(cache_dir: Path, cfg: FitConfig, vocab: CharVocabulary) -> tuple[torch.n
             sched.step()
             losses.append(loss.item())
             step += 1
+            stepped += 1
             if step % 50 == 0:
                 print(
                     f"  step {step}/{total} loss {np.mean(losses[-50:]):.3f} "
-                    f"({time.time() - t0:.0f} s)",
+                    f"({elapsed + time.time() - t0:.0f} s)",
                     flush=True,
                 )
+            if in_epoch + 1 < len(batches) and (
+                step % checkpoint_every == 0 or stepped == max_steps
+            ):
+                save(epoch, in_epoch + 1)
+                if stepped == max_steps:
+                    raise TrainingStopped(f"stopped after {stepped} steps ({step}/{total})")
+        skip = 0
         scores = evaluate(head, cfg.head, dev, vocab)
         history.append(
             {
                 "epoch": epoch + 1,
                 "loss": float(np.mean(losses)),
-                "seconds": round(time.time() - t0, 1),
+                "seconds": round(elapsed + time.time() - t0, 1),
                 "dev": scores,
             }
         )
         print(json.dumps(history[-1]), flush=True)
+        losses, epoch_rng = [], rng.getstate()
+        save(epoch + 1, 0)
+        if stepped == max_steps and epoch + 1 < cfg.epochs:
+            raise TrainingStopped(f"stopped after {stepped} steps ({step}/{total})")
     return head.eval(), {
         "train_rows": len(train.rows),
         "train_hours": round(train.hours, 3),
         "history": history,
-        "train_seconds": round(time.time() - t0, 1),
+        "train_seconds": round(elapsed + time.time() - t0, 1),
     }
 
 
@@ -352,6 +432,16 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--score-test", action="store_true", help="score the head on the test cache")
     f.add_argument("--lr", type=float, default=FitConfig.lr)
     f.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    f.add_argument(
+        "--checkpoint-every", type=int, default=100,
+        help="steps between checkpoints (also saved after every epoch); a rerun of the same "
+        "recipe resumes from <cache>/fit-<recipe hash>.ckpt",
+    )  # fmt: skip
+    f.add_argument(
+        "--stop-after-steps", type=int, default=None, metavar="N",
+        help="train N steps, checkpoint and exit 3 (train in slices; rerun to go on)",
+    )  # fmt: skip
+    f.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     args = p.parse_args(argv)
     if args.cmd == "encode":
         encode_corpus(args.corpus, args.cache, CACHE_LAYERS, args.threads, tuple(args.splits))
@@ -368,7 +458,16 @@ def main(argv: list[str] | None = None) -> None:
         epochs=args.epochs, lr=args.lr, train_fraction=args.train_fraction, head=head_cfg
     )
     vocab = CharVocabulary.vietnamese()
-    head, report = fit(args.cache, cfg, vocab)
+    ckpt = checkpoint_path(args.cache, cfg)
+    if args.fresh:
+        ckpt.unlink(missing_ok=True)
+    try:
+        head, report = fit(
+            args.cache, cfg, vocab, ckpt, args.checkpoint_every, args.stop_after_steps
+        )
+    except TrainingStopped as stop:
+        print(f"{stop}; checkpoint {ckpt}: run the same command again to go on")
+        raise SystemExit(3) from None
     if args.score_test:
         report["test"] = score_test(head, head_cfg, args.cache)
     recipe_path = args.corpus / "recipe.json"
@@ -384,6 +483,7 @@ def main(argv: list[str] | None = None) -> None:
         **report,
     }
     save_head(head, cfg, vocab, args.out, manifest)
+    ckpt.unlink(missing_ok=True)  # the head is saved; a rerun trains afresh
 
 
 if __name__ == "__main__":
