@@ -347,7 +347,8 @@ def _batches(results: dict[str, Any], plots: dict[str, str]) -> str:
     out = ["## Encoder batch sizes (HTTP)", "", *_img(plots, "batches", "encoder batch sizes")]
     out += [
         "Every response carries `X-Encoder-Batch-Sizes`, one entry per encoded window: the size "
-        "of the `@serve.batch` call it ran in (max_batch_size 8, 20 ms wait, serve_config.yaml). "
+        "of the `@serve.batch` call it ran in (max_batch_size 8, a 20 ms wait while the "
+        "replica's ORT slots are busy, serve_config.yaml). "
         "The same figure is exported as the Prometheus histogram `ray_asr_encoder_batch_size`.",
         "",
     ]

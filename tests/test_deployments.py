@@ -7,10 +7,11 @@ import asyncio
 import numpy as np
 import pytest
 from ray.exceptions import RayTaskError
+from ray.serve import batching
 from ray.serve.exceptions import BackPressureError
 
 from serve_app.api import ServiceInfo, ServiceUnavailable
-from serve_app.deployments import BatchingConfig, Decoder, Encoder, ServePipeline
+from serve_app.deployments import BatchingConfig, Decoder, Encoder, ServePipeline, batch_wait
 from serve_app.encoder import OnnxEncoder
 from serve_app.errors import CorruptAudioError
 from serve_app.formats import Transcript
@@ -55,6 +56,41 @@ def test_encoder_batch_body_matches_the_plain_encoder(default_bundle):
     assert [out.shape[0] for out, _ in batched] == [100, 60, 100]
     # One window per ORT call: a window's result does not depend on its batch mates.
     np.testing.assert_array_equal(batched[1][0], alone)
+
+
+def test_batches_wait_only_when_every_ort_slot_is_busy():
+    assert batch_wait(in_flight=1, parallel_runs=1, configured_s=0.02) == 0.0
+    assert batch_wait(in_flight=2, parallel_runs=2, configured_s=0.02) == 0.0
+    assert batch_wait(in_flight=3, parallel_runs=2, configured_s=0.02) == 0.02
+
+
+@pytest.mark.slow
+def test_a_lone_window_is_not_held_for_the_batch_wait(default_bundle, monkeypatch):
+    """With an idle ORT slot the window runs at once; a configured 1 s wait applies only once
+    the slots are taken (before, every batch's first window waited the full timeout)."""
+    # Serve's real batch queue, outside a replica: skip only its start-up check, which reads
+    # the replica's max_ongoing_requests to log a warning.
+    monkeypatch.setattr(
+        batching._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda _: None
+    )
+    encoder = Encoder.func_or_class(str(default_bundle), "int8", 1)
+    encoder.reconfigure({"max_batch_size": 8, "batch_wait_timeout_s": 1.0, "ort_max_batch": 8})
+    window = np.random.default_rng(0).normal(size=(80, 100)).astype(np.float16)
+
+    async def timed(n: int) -> tuple[float, list[int]]:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        results = await asyncio.gather(*(encoder.encode(window) for _ in range(n)))
+        return loop.time() - t0, [size for _, size in results]
+
+    async def main():
+        alone = await timed(1)
+        crowd = await timed(4)  # 4 windows, 1 ORT slot: they wait for each other and batch
+        return alone, crowd, encoder.in_flight
+
+    (alone_s, alone_sizes), (_, crowd_sizes), left = asyncio.run(main())
+    assert alone_s < 0.8 and alone_sizes == [1]
+    assert max(crowd_sizes) > 1 and left == 0
 
 
 class FakeHandle:
