@@ -18,6 +18,7 @@ TRAIN_HEAD_RECIPE = {
     "conv_blocks": 3,
     "conv_dilation": 2,
     "mix_layers": [2, 3, 4, 5, 6],
+    "lr": 2e-3,
 }
 
 
@@ -67,6 +68,8 @@ def _cmd_train_head(args: argparse.Namespace) -> int:
             *("--mix-layers", *map(str, args.mix_layers)),
             "--score-test",
             *(["--stop-after-steps", str(args.stop_after_steps)] if args.stop_after_steps else []),
+            *(["--init-from", str(args.init_from)] if args.init_from else []),
+            *("--lr", str(args.lr)),
         ]
     )
     return 0
@@ -121,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--conv-blocks", type=int, default=TRAIN_HEAD_RECIPE["conv_blocks"])
     t.add_argument("--conv-dilation", type=int, default=TRAIN_HEAD_RECIPE["conv_dilation"])
     t.add_argument("--mix-layers", type=int, nargs="+", default=TRAIN_HEAD_RECIPE["mix_layers"])
+    t.add_argument("--lr", type=float, default=TRAIN_HEAD_RECIPE["lr"], help="peak learning rate")
+    t.add_argument(
+        "--init-from", type=Path, default=None, metavar="HEAD_DIR",
+        help="warm start: train on from this saved head (same architecture)",
+    )  # fmt: skip
     t.add_argument(
         "--stop-after-steps", type=int, default=None, metavar="N",
         help="train N steps, checkpoint and exit 3; the same command again resumes",

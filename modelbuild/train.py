@@ -2,14 +2,15 @@
 
 Two steps, both resumable:
 
-1. `encode`: run the frozen encoder once over the synthetic corpus and cache every layer a
-   head may read (LayerNorm-ed, fp16, one memory-mapped array per split). Clips were padded
-   to a multiple of 0.5 s, so equal-length clips batch without artificial padding.
+1. `encode` (`modelbuild/encoder_cache.py`): run the frozen encoder once over the synthetic
+   corpus and cache every layer a head may read (LayerNorm-ed, fp16, one memory-mapped
+   array per split). Clips were padded to a multiple of 0.5 s, so equal-length clips batch
+   without artificial padding.
 2. `fit`: train only the head on the cache with CTC loss and evaluate greedy CER/WER on the
-   dev split after every epoch. The test split is never used for a choice: `--score-test`
-   scores the finished head on it once (the ablation table, `modelbuild/ablate.py`), and the
-   shipped bundle is scored by `python -m modelbuild.heldout`. Saves the head
-   (npz + json) with its manifest.
+   dev split after every epoch; checkpointed, so an interrupted run resumes. The test split
+   is never used for a choice: `--score-test` scores the finished head on it once (the
+   ablation table, `modelbuild/ablate.py`), and the shipped bundle is scored by
+   `python -m modelbuild.heldout`. Saves the head (npz + json) with its manifest.
 """
 
 from __future__ import annotations
@@ -25,20 +26,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from modelbuild.model import LayerMixConvHead, SeedHead, WhisperEncoder
-from modelbuild.weights import load_whisper_base_encoder
+from modelbuild.encoder_cache import CACHE_LAYERS, CachedSplit, encode_corpus
+from modelbuild.model import LayerMixConvHead, SeedHead
 from serve_app.ctc import greedy_decode
 from serve_app.evaluation import cer, wer
-from serve_app.features import ENCODER_FRAMES_PER_SECOND, log_mel_spectrogram
 from serve_app.tokenizer import CharVocabulary
 
-ENCODE_BATCH_FRAMES = 24_000  # mel frames per encoder batch (~4 min of audio)
 MIX_LAYERS = (2, 3, 4, 5, 6)  # 1-based encoder layers the default head reads
-CACHE_LAYERS = (1, 2, 3, 4, 5, 6)  # what `encode` keeps: room for a wider mix
 
 
 @dataclass(frozen=True)
@@ -80,132 +77,10 @@ class FitConfig:
     threads: int = 2
     train_fraction: float = 1.0  # keep this share of the training rows (the data ablation)
     head: HeadConfig = field(default_factory=HeadConfig)
-
-
-# --------------------------------------------------------------------------- encode
-
-
-def _read_manifest(corpus: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
-    return [r for r in rows if r]
-
-
-def _mel(path: Path) -> np.ndarray:
-    audio, rate = sf.read(str(path), dtype="float32", always_2d=False)
-    if rate != 16000 or audio.ndim != 1:
-        raise ValueError(f"{path}: corpus audio must be 16 kHz mono")
-    return log_mel_spectrogram(audio)
-
-
-@torch.no_grad()
-def encode_split(
-    encoder: WhisperEncoder, corpus: Path, rows: list[dict], out: Path, layers: tuple[int, ...]
-) -> None:
-    """Cache `layers` of the encoder for every row: out.f16 [frames, len(layers), d] + index."""
-    d = encoder.dims.d_model
-    by_len: dict[int, list[int]] = defaultdict(list)
-    n_frames = []
-    for i, row in enumerate(rows):
-        # 0.5 s padding in the corpus makes mel lengths multiples of 50 (even).
-        info = sf.info(str(corpus / row["audio"]))
-        n_mel = info.frames // 160
-        n_frames.append(n_mel // 2)
-        by_len[n_mel].append(i)
-    offsets = np.concatenate([[0], np.cumsum(n_frames)]).astype(np.int64)
-    cache = np.lib.format.open_memmap(
-        str(out) + ".npy", mode="w+", dtype=np.float16, shape=(int(offsets[-1]), len(layers), d)
-    )
-    done, t0 = 0, time.time()
-    for n_mel, idxs in sorted(by_len.items()):
-        per_batch = max(1, ENCODE_BATCH_FRAMES // n_mel)
-        for b in range(0, len(idxs), per_batch):
-            chunk = idxs[b : b + per_batch]
-            feats = np.stack([_mel(corpus / rows[i]["audio"])[:, :n_mel] for i in chunk])
-            x = torch.from_numpy(feats)
-            outs, _ = encoder(x, torch.full((len(chunk),), n_mel))
-            stacked = torch.stack([F.layer_norm(outs[k - 1], (d,)) for k in layers], dim=2)
-            stacked = stacked.to(torch.float16).numpy()
-            for j, i in enumerate(chunk):
-                cache[offsets[i] : offsets[i + 1]] = stacked[j]
-            done += len(chunk)
-        print(f"  encoded {done}/{len(rows)} clips ({time.time() - t0:.0f} s)", flush=True)
-    cache.flush()
-    index = [
-        {
-            "offset": int(offsets[i]),
-            "frames": n_frames[i],
-            "text": r["text"],
-            "condition": r.get("condition", r.get("aug", "")),
-            "voice": r.get("voice", ""),
-            "text_kind": r.get("text_kind", ""),
-        }
-        for i, r in enumerate(rows)
-    ]
-    Path(str(out) + ".index.json").write_text(json.dumps({"layers": list(layers), "rows": index}))
-
-
-def encode_corpus(
-    corpus: Path,
-    cache_dir: Path,
-    layers: tuple[int, ...],
-    threads: int,
-    splits: tuple[str, ...] = ("train", "dev"),
-) -> None:
-    torch.set_num_threads(threads)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    rows = _read_manifest(corpus)
-    encoder = load_whisper_base_encoder()
-    for split in splits:
-        out = cache_dir / split
-        if Path(str(out) + ".index.json").exists():
-            print(f"cache {out} exists, skipping")
-            continue
-        split_rows = [r for r in rows if r["split"] == split]
-        print(f"encoding {len(split_rows)} {split} clips", flush=True)
-        encode_split(encoder, corpus, split_rows, out, layers)
+    init_head_sha256: str = ""  # warm start: the head.npz training starts from ("": random)
 
 
 # --------------------------------------------------------------------------- fit
-
-
-_SPREAD = (math.sqrt(5) - 1) / 2  # golden ratio: i * _SPREAD mod 1 spreads a subset evenly
-
-
-class CachedSplit:
-    def __init__(self, cache_dir: Path, split: str, fraction: float = 1.0) -> None:
-        """`fraction` < 1 keeps an evenly spread, deterministic share of the rows."""
-        if not 0 < fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-        meta = json.loads((cache_dir / f"{split}.index.json").read_text())
-        self.layers = tuple(meta["layers"])
-        self.rows = [r for i, r in enumerate(meta["rows"]) if (i * _SPREAD) % 1.0 < fraction]
-        self.data = np.load(cache_dir / f"{split}.npy", mmap_mode="r")
-
-    @property
-    def hours(self) -> float:
-        return sum(r["frames"] for r in self.rows) / ENCODER_FRAMES_PER_SECOND / 3600
-
-    def batches(self, batch_frames: int, rng: random.Random) -> list[list[int]]:
-        by_len: dict[int, list[int]] = defaultdict(list)
-        for i, r in enumerate(self.rows):
-            by_len[r["frames"]].append(i)
-        batches = []
-        for n, idxs in by_len.items():
-            rng.shuffle(idxs)
-            per = max(1, batch_frames // n)
-            batches += [idxs[b : b + per] for b in range(0, len(idxs), per)]
-        rng.shuffle(batches)
-        return batches
-
-    def features(self, idxs: list[int], layer_pos: list[int]) -> list[torch.Tensor]:
-        blocks = np.stack(
-            [
-                self.data[self.rows[i]["offset"] : self.rows[i]["offset"] + self.rows[i]["frames"]]
-                for i in idxs
-            ]
-        )  # [B, T, L, d]
-        x = torch.from_numpy(blocks[:, :, layer_pos].astype(np.float32))
-        return list(x.unbind(dim=2))
 
 
 def _head_inputs(head_cfg: HeadConfig, feats: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -245,6 +120,22 @@ def evaluate(head, cfg: HeadConfig, split: CachedSplit, vocab: CharVocabulary) -
     }
 
 
+def head_sha256(head_dir: Path) -> str:
+    return hashlib.sha256((head_dir / "head.npz").read_bytes()).hexdigest()
+
+
+def load_init_weights(head: torch.nn.Module, cfg: FitConfig, head_dir: Path) -> None:
+    """Start from a saved head of the same architecture (`vi-asr train-head --init-from`)."""
+    spec = json.loads((head_dir / "head.json").read_text())
+    want = json.loads(json.dumps(asdict(cfg.head)))
+    if {k: spec.get(k) for k in want} != want:
+        raise ValueError(f"{head_dir} holds another architecture: {spec}, not {want}")
+    if head_sha256(head_dir) != cfg.init_head_sha256:
+        raise ValueError(f"{head_dir}/head.npz is not the head this recipe starts from")
+    with np.load(head_dir / "head.npz") as arrays:
+        head.load_state_dict({k: torch.from_numpy(arrays[k].astype(np.float32)) for k in arrays})
+
+
 def checkpoint_path(cache_dir: Path, cfg: FitConfig) -> Path:
     """Where `fit` keeps its checkpoint: one file per recipe, next to the cache it reads."""
     digest = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
@@ -268,12 +159,14 @@ def fit(
     checkpoint: Path | None = None,
     checkpoint_every: int = 100,
     max_steps: int | None = None,
+    init: Path | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """Train the head. With `checkpoint`, the whole training state (weights, optimizer,
     schedule, both RNGs, the epoch's batch order and position, history) is saved every
     `checkpoint_every` steps and after every epoch, and a later call with the same recipe
     resumes from it: the result is the same as one uninterrupted run. `max_steps` stops this
-    call (raising TrainingStopped) after that many steps, checkpoint saved."""
+    call (raising TrainingStopped) after that many steps, checkpoint saved. `init`: a saved
+    head to start from instead of random weights (its sha256 is `cfg.init_head_sha256`)."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
@@ -282,6 +175,10 @@ def fit(
     pos = [train.layers.index(k) for k in cfg.head.cached_layers]
     d_model = train.data.shape[-1]
     head = cfg.head.build(d_model, vocab.size)
+    if cfg.init_head_sha256:
+        if init is None:
+            raise ValueError("this recipe starts from a saved head: pass its folder as init")
+        load_init_weights(head, cfg, init)
     targets = [torch.tensor(vocab.encode(r["text"]), dtype=torch.long) for r in train.rows]
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(train.batches(cfg.batch_frames, random.Random(0)))
@@ -442,6 +339,10 @@ def main(argv: list[str] | None = None) -> None:
         help="train N steps, checkpoint and exit 3 (train in slices; rerun to go on)",
     )  # fmt: skip
     f.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    f.add_argument(
+        "--init-from", type=Path, default=None, metavar="HEAD_DIR",
+        help="start from this saved head (same architecture) instead of random weights",
+    )  # fmt: skip
     args = p.parse_args(argv)
     if args.cmd == "encode":
         encode_corpus(args.corpus, args.cache, CACHE_LAYERS, args.threads, tuple(args.splits))
@@ -454,16 +355,23 @@ def main(argv: list[str] | None = None) -> None:
         conv_dilation=args.conv_dilation,
         mix_layers=tuple(args.mix_layers),
     )
+    init = args.init_from
     cfg = FitConfig(
-        epochs=args.epochs, lr=args.lr, train_fraction=args.train_fraction, head=head_cfg
+        epochs=args.epochs,
+        lr=args.lr,
+        train_fraction=args.train_fraction,
+        head=head_cfg,
+        init_head_sha256=head_sha256(init) if init else "",
     )
+    # What the warm start was: its recipe and dev figures, for the new head's manifest.
+    previous = json.loads((init / "manifest.json").read_text()) if init else {}
     vocab = CharVocabulary.vietnamese()
     ckpt = checkpoint_path(args.cache, cfg)
     if args.fresh:
         ckpt.unlink(missing_ok=True)
     try:
         head, report = fit(
-            args.cache, cfg, vocab, ckpt, args.checkpoint_every, args.stop_after_steps
+            args.cache, cfg, vocab, ckpt, args.checkpoint_every, args.stop_after_steps, init
         )
     except TrainingStopped as stop:
         print(f"{stop}; checkpoint {ckpt}: run the same command again to go on")
@@ -482,6 +390,13 @@ def main(argv: list[str] | None = None) -> None:
         "corpus_recipe": recipe.get("params"),
         **report,
     }
+    if init:
+        manifest["init"] = {
+            "head_sha256": cfg.init_head_sha256,
+            "fit": previous.get("fit"),
+            "history": previous.get("history"),
+            "init": previous.get("init"),  # the chain, when that head was warm-started too
+        }
     save_head(head, cfg, vocab, args.out, manifest)
     ckpt.unlink(missing_ok=True)  # the head is saved; a rerun trains afresh
 

@@ -73,6 +73,10 @@ def test_a_lone_window_is_not_held_for_the_batch_wait(default_bundle, monkeypatc
     monkeypatch.setattr(
         batching._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda _: None
     )
+    # The queue lives on the decorated function, i.e. the class, and holds this test's event
+    # loop: drop it afterwards, or the class can no longer be pickled into a deployment.
+    lazy_queue = Encoder.func_or_class.encode_batch.set_max_batch_size.__self__
+    monkeypatch.setattr(lazy_queue, "_queue", None)
     encoder = Encoder.func_or_class(str(default_bundle), "int8", 1)
     encoder.reconfigure({"max_batch_size": 8, "batch_wait_timeout_s": 1.0, "ort_max_batch": 8})
     window = np.random.default_rng(0).normal(size=(80, 100)).astype(np.float16)

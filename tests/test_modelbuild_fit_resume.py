@@ -110,3 +110,23 @@ def test_fit_cli_stops_with_exit_3_and_resumes(cache: Path, tmp_path: Path) -> N
     manifest = json.loads((out / "manifest.json").read_text())
     assert [h["epoch"] for h in manifest["history"]] == [1, 2]
     assert not list(cache.glob("fit-*.ckpt"))  # removed once the head is saved
+
+
+def test_a_warm_start_begins_from_the_saved_head(cache: Path, tmp_path: Path) -> None:
+    first, report = train.fit(cache, replace(CFG, epochs=1), VOCAB)
+    saved = tmp_path / "saved"
+    train.save_head(first, CFG, VOCAB, saved, report)
+    warm = replace(CFG, epochs=1, lr=0.0, init_head_sha256=train.head_sha256(saved))
+    same, _ = train.fit(cache, warm, VOCAB, init=saved)  # lr 0: the weights stay as loaded
+    stored = np.load(saved / "head.npz")
+    assert all(
+        torch.equal(v, torch.from_numpy(stored[k].astype(np.float32)))
+        for k, v in same.state_dict().items()
+    )
+    with pytest.raises(ValueError, match="pass its folder"):
+        train.fit(cache, warm, VOCAB)
+    with pytest.raises(ValueError, match="not the head"):
+        train.fit(cache, replace(warm, init_head_sha256="0" * 64), VOCAB, init=saved)
+    wider = replace(warm, head=replace(CFG.head, hidden=32))
+    with pytest.raises(ValueError, match="another architecture"):
+        train.fit(cache, wider, VOCAB, init=saved)

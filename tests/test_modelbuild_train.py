@@ -126,3 +126,13 @@ def test_train_head_cli_runs_the_whole_recipe(tmp_path):
     head, spec = load_head(out)
     assert spec["mix_layers"] == TRAIN_HEAD_RECIPE["mix_layers"]
     assert len(head.convs) == spec["conv_blocks"] == TRAIN_HEAD_RECIPE["conv_blocks"]
+
+    # A warm start from that head: same corpus and cache, its origin in the new manifest.
+    warm = tmp_path / "warm"
+    assert args[5] == "--out"
+    warm_args = [*args[:6], str(warm), *args[7:], "--workers", "1", "--epochs", "1"]
+    assert cli_main([*warm_args, "--init-from", str(out), "--lr", "0.001"]) == 0
+    warm_manifest = json.loads((warm / "manifest.json").read_text())
+    assert warm_manifest["init"]["head_sha256"] == train.head_sha256(out)
+    assert warm_manifest["init"]["history"] == manifest["history"]
+    assert warm_manifest["fit"]["lr"] == 0.001
