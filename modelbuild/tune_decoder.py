@@ -28,7 +28,11 @@ from serve_app.decoding import DecoderSettings
 from serve_app.evaluation import evaluate
 from serve_app.transcriber import Transcriber
 
-LM_WEIGHTS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+# Up to 0.75: with the current head, LM weight 1.0 (0.13 CER points better on dev at width
+# 16) made a live stream's transcript drift from the same audio uploaded by 1.4 points,
+# past the 1 point the live API keeps (tests/test_streaming_integration.py); higher weights
+# were worse on dev anyway.
+LM_WEIGHTS = (0.25, 0.5, 0.75)
 # No positive word scores: rewarding every inserted word made a live stream's transcript drift
 # from the same audio uploaded (utterances end at pauses, upload windows do not), which the
 # live API keeps within 1 CER point (tests/test_streaming_integration.py). On dev, +1 was
