@@ -24,6 +24,7 @@ import yaml
 
 from bench.clips import Clip, build_clips
 from bench.common import CpuMeter, machine_info, run_load, write_results
+from bench.http_vs_inprocess import http_caller
 from bench.stack import SERVE_CONFIG, ServeStack
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,13 +53,7 @@ def measure(
         wavs = [(c.name, c.wav_bytes()) for c in clips]
         limits = httpx.Limits(max_connections=max(args.levels) + 4)
         with httpx.Client(limits=limits, timeout=120) as client:
-
-            def call(item: tuple[str, bytes]) -> tuple[bool, float, Any]:
-                response = client.post(f"{stack.url}/transcribe", files={"file": item})
-                if response.status_code != 200:
-                    return False, 0.0, response.status_code
-                return True, response.json()["duration"], None
-
+            call = http_caller(stack.url, None, client)
             run_load(call, wavs, 2, len(wavs))  # warm every replica's code paths
             for level in args.levels:
                 meter = CpuMeter(lambda: [stack.proc.pid] if stack.proc else [])

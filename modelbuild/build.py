@@ -8,14 +8,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from modelbuild.export import export_onnx
 from modelbuild.lm import SHIPPED_HEAD_DIR, build_lm, default_counts, tuned_settings
 from modelbuild.model import EncoderCTC
 from modelbuild.quant import DEFAULT_QUANT_RECIPE, RECIPES, quantize_int8
-from modelbuild.train import HeadConfig
+from modelbuild.train import HeadConfig, read_head_weights
 from modelbuild.weights import SOURCE_NAME, load_whisper_base_encoder
 from serve_app.bundle import BundleConfig, write_config
 
@@ -33,8 +32,7 @@ def load_head(head_dir: Path = HEAD_DIR) -> tuple[torch.nn.Module, dict]:
         conv_blocks=spec["conv_blocks"],
         conv_dilation=spec.get("conv_dilation", 1),
     )
-    with np.load(head_dir / "head.npz") as arrays:
-        sd = {k: torch.from_numpy(arrays[k].astype(np.float32)) for k in arrays.files}
+    sd = read_head_weights(head_dir)
     d_model = next(v for k, v in sd.items() if k.endswith("mlp.0.weight")).shape[1]
     head = cfg.build(d_model, spec["vocab_size"])
     head.load_state_dict(sd)

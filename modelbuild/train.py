@@ -132,8 +132,7 @@ def load_init_weights(head: torch.nn.Module, cfg: FitConfig, head_dir: Path) -> 
         raise ValueError(f"{head_dir} holds another architecture: {spec}, not {want}")
     if head_sha256(head_dir) != cfg.init_head_sha256:
         raise ValueError(f"{head_dir}/head.npz is not the head this recipe starts from")
-    with np.load(head_dir / "head.npz") as arrays:
-        head.load_state_dict({k: torch.from_numpy(arrays[k].astype(np.float32)) for k in arrays})
+    head.load_state_dict(read_head_weights(head_dir))
 
 
 def checkpoint_path(cache_dir: Path, cfg: FitConfig) -> Path:
@@ -291,6 +290,12 @@ def score_test(head: torch.nn.Module, cfg: HeadConfig, cache_dir: Path) -> dict:
     """Greedy CER/WER of a finished head on the cached test split: reported, never used to
     choose anything (choices use the dev split)."""
     return evaluate(head, cfg, CachedSplit(cache_dir, "test"), CharVocabulary.vietnamese())
+
+
+def read_head_weights(head_dir: Path) -> dict[str, torch.Tensor]:
+    """The state dict `save_head` wrote (float16 on disk), widened back to float32."""
+    with np.load(head_dir / "head.npz") as arrays:
+        return {k: torch.from_numpy(arrays[k].astype(np.float32)) for k in arrays.files}
 
 
 def save_head(
