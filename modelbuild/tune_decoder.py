@@ -3,11 +3,12 @@
     python -m modelbuild.tune_decoder --corpus data/corpus --model models/default
 
 Encodes the dev rows once (by default the conditions in TUNE_CONDITIONS), then decodes them
-for every point of a grid: LM weight x word score at one beam width, then beam widths at the
-best weights, then pruning (token beam x score threshold) at the chosen width: the cheapest
-pruning whose objective is within PRUNE_TOLERANCE of the unpruned choice wins. The
-objective is the mean of the composed and the natural rows' CER, so an LM
-weight that helps in-domain text but hurts word sequences the LM cannot predict loses.
+for every point of a grid: LM weight x word score at one beam width, then frame merging
+(`merge_repeats_above`) at the best weights, then beam widths, then pruning (token beam x
+score threshold) at the chosen width: the cheapest pruning whose objective is within
+PRUNE_TOLERANCE of the unpruned choice wins. The objective is the mean of the composed and
+the natural rows' CER, so an LM weight that helps in-domain text but hurts word sequences
+the LM cannot predict loses.
 Prints CER/WER and decoding CPU time per audio-second next to the encoder's for every
 point, writes the JSON to `--out`, and with `--write` stores the best settings within the
 speed budget in the bundle (`decoder.settings`, with the tuning figures under
@@ -38,6 +39,8 @@ LM_WEIGHTS = (0.25, 0.5, 0.75)
 # live API keeps within 1 CER point (tests/test_streaming_integration.py). On dev, +1 was
 # 0.1 points better than 0 at LM weight 0.75 (and 1 WER point worse).
 WORD_SCORES = (-2.0, -1.0, 0.0)
+# Frame merging (DecoderSettings.merge_repeats_above): 0 reads every frame.
+MERGE_REPEATS = (0.0, 0.99, 0.95, 0.9, 0.8)
 BEAM_WIDTHS = (4, 8, 16, 24, 32, 48)
 TUNE_CONDITIONS = ("clean", "8k", "noise", "reverb", "babble", "tempo_fast")
 SPEED_BUDGET = 0.15  # beam decoding may cost at most this share of the encoder's CPU time
@@ -95,21 +98,17 @@ def tune(
         for a, b in itertools.product(LM_WEIGHTS, WORD_SCORES)
     ]
     best = min(grid, key=lambda p: (p["objective"], p["cer"]))
-    widths = [
-        run_point(
-            transcriber,
-            encoded,
-            base.replace(lm_weight=best["lm_weight"], word_score=best["word_score"], beam_width=w),
-        )
-        for w in BEAM_WIDTHS
+    weighted = base.replace(lm_weight=best["lm_weight"], word_score=best["word_score"])
+    merging = [
+        run_point(transcriber, encoded, weighted.replace(merge_repeats_above=m))
+        for m in MERGE_REPEATS
     ]
+    merged = min(merging, key=lambda p: (p["objective"], p["decode_cpu_ms_per_audio_s"]))
+    weighted = weighted.replace(merge_repeats_above=merged["merge_repeats_above"])
+    widths = [run_point(transcriber, encoded, weighted.replace(beam_width=w)) for w in BEAM_WIDTHS]
     affordable = [p for p in widths if p["decode_share_of_encoder"] <= SPEED_BUDGET] or widths[:1]
     widest = min(affordable, key=lambda p: (p["objective"], p["beam_width"]))
-    at_width = base.replace(
-        lm_weight=widest["lm_weight"],
-        word_score=widest["word_score"],
-        beam_width=widest["beam_width"],
-    )
+    at_width = weighted.replace(beam_width=widest["beam_width"])
     pruning = [
         run_point(transcriber, encoded, at_width.replace(token_beam=t, beam_threshold=b))
         for t, b in itertools.product(TOKEN_BEAMS, BEAM_THRESHOLDS)
@@ -125,6 +124,7 @@ def tune(
         "precision": transcriber.precision,
         "greedy": greedy,
         "grid": grid,
+        "merging": merging,
         "beam_widths": widths,
         "pruning": pruning,
         "chosen": chosen,

@@ -14,6 +14,13 @@ blank between words. Where the beam's words equal greedy's, that path is greedy'
 so the times are the same; a word spans its first to its last emitted token's frames.
 (flashlight's own hypothesis path is not used: it records the repeated frames of a token as
 blanks, which would end words a frame early.)
+
+`merge_repeats_above` thins the frames the beam reads: CTC output is mostly runs of one
+symbol (blank most of all) that the model is sure of; all but the first frame of such a run
+are dropped before the search, so the beam reads about half the frames. On dev (450 rows,
+the shipped weights) 0.9 kept 48% of the frames, cut decoding time by about a third and
+lowered CER (13.8 -> 13.3%): fewer frames give fewer chances to insert an unlikely symbol.
+The alignment for word times still reads every frame.
 A bundle without an LM decodes greedily; `DecoderSettings` are read from the bundle's
 config.json (`decoder.settings`) and can be changed live in the Decoder's `user_config`.
 """
@@ -46,6 +53,11 @@ class DecoderSettings:
     beam_threshold: float = 20.0  # drop hypotheses this far (nats) below the best
     lm_weight: float = 0.5  # weight of the LM's log10 score
     word_score: float = 0.0  # added per word: > 0 favours more, shorter words
+    # Merge a frame into the one before it when both have the same most likely symbol (blank
+    # included) with at least this probability: the beam then reads about half the frames
+    # (CTC reads such a run as one symbol; what it drops is the < 1 - p left to others).
+    # 0 keeps every frame.
+    merge_repeats_above: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -60,6 +72,10 @@ class DecoderSettings:
             raise ValueError(f"lm_weight must be in [0, 10], got {self.lm_weight}")
         if not -20 <= self.word_score <= 20:
             raise ValueError(f"word_score must be in [-20, 20], got {self.word_score}")
+        if not 0 <= self.merge_repeats_above <= 1:
+            raise ValueError(
+                f"merge_repeats_above must be in [0, 1], got {self.merge_repeats_above}"
+            )
 
     @classmethod
     def default_beam(cls) -> DecoderSettings:
@@ -172,13 +188,18 @@ class BeamSearchDecoder:
             raise ValueError(
                 f"log_probs must be [frames, {self.vocab.size}], got shape {emissions.shape}"
             )
-        n_frames = emissions.shape[0]
-        if n_frames == 0:
+        if emissions.shape[0] == 0:
             return []
-        results = self._decoder.decode(emissions.ctypes.data, n_frames, emissions.shape[1])
+        searched = emissions
+        if self.settings.merge_repeats_above > 0:
+            searched = np.ascontiguousarray(
+                emissions[frames_to_search(emissions, self.settings.merge_repeats_above)]
+            )
+        results = self._decoder.decode(searched.ctypes.data, *searched.shape)
         if not results:
             return []
         word_ids = [w for w in results[0].words if w >= 0]
+        # Times from the alignment on every frame: merging only narrows the search.
         return self._word_spans(emissions, word_ids)
 
     def _word_spans(self, emissions: np.ndarray, word_ids: list[int]) -> list[WordSpan]:
@@ -193,6 +214,16 @@ class BeamSearchDecoder:
             out.append(WordSpan(self.words[word_id], int(starts[position]), int(ends[last])))
             position = last + 1
         return out
+
+
+def frames_to_search(emissions: np.ndarray, min_prob: float) -> np.ndarray:
+    """Mask of the frames the beam reads: all but those whose most likely symbol is the
+    previous frame's, with log-prob >= ln(min_prob) in both (the first frame always)."""
+    best = emissions.argmax(axis=1)
+    sure = emissions[np.arange(len(best)), best] >= np.log(min_prob)
+    keep = np.ones(len(best), bool)
+    keep[1:] = ~(sure[1:] & sure[:-1] & (best[1:] == best[:-1]))
+    return keep
 
 
 _NO_PATH = -1e30

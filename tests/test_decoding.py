@@ -18,6 +18,7 @@ from serve_app.decoding import (
     BeamSearchDecoder,
     DecoderSettings,
     _align,
+    frames_to_search,
     read_lexicon,
 )
 from serve_app.tokenizer import CharVocabulary
@@ -196,3 +197,27 @@ def test_core_decoder_switches_live_and_refuses_beam_without_an_lm(tmp_path):
     # Clean emissions: both strategies agree, word times included (offset applied).
     assert beam_words == greedy_words
     assert beam_words[0].start == pytest.approx(10.0 + 2 * 0.02)
+
+
+def test_merging_sure_repeats_keeps_the_first_frame_of_each_run():
+    frames = ["", "", "", "b", "b", [("à", 0.6), ("a", 0.3)], [("à", 0.6), ("a", 0.3)], "", ""]
+    keep = frames_to_search(emissions_for(frames), 0.9)
+    # sure runs (blanks, "b b", the last blanks) keep their first frame; the unsure "à" both
+    assert keep.tolist() == [True, False, False, True, False, True, True, True, False]
+    assert frames_to_search(emissions_for(frames), 1.0).all()  # nothing is that sure
+
+
+def test_merged_frames_give_the_same_words_and_times(tmp_path):
+    lexicon, arpa = tiny_lm(tmp_path)
+    every = BeamSearchDecoder(VOCAB, lexicon, arpa, DecoderSettings(kind="beam"))
+    merged = BeamSearchDecoder(
+        VOCAB, lexicon, arpa, DecoderSettings(kind="beam", merge_repeats_above=0.9)
+    )
+    frames = spelled("bà ăn", gap=6)
+    frames[-4:-4] = [" ", "c", "c", "", [("à", 0.55), ("á", 0.4)], [("à", 0.55), ("á", 0.4)]]
+    log_probs = emissions_for(frames)
+    assert frames_to_search(log_probs, 0.9).sum() < len(frames) * 0.7
+    assert merged.decode(log_probs) == every.decode(log_probs)
+    assert [s.word for s in merged.decode(log_probs)] == ["bà", "ăn", "cá"]
+    with pytest.raises(ValueError, match="merge_repeats_above"):
+        DecoderSettings(merge_repeats_above=1.5)

@@ -31,6 +31,7 @@ def test_tuning_reads_dev_only_and_writes_its_choice(default_bundle, tiny_corpus
     grid = {
         "LM_WEIGHTS": (0.5, 1.0),
         "WORD_SCORES": (0.0,),
+        "MERGE_REPEATS": (0.0, 0.9),
         "BEAM_WIDTHS": (4, 8),
         "TOKEN_BEAMS": (8,),
         "BEAM_THRESHOLDS": (4.0, 20.0),
@@ -45,8 +46,15 @@ def test_tuning_reads_dev_only_and_writes_its_choice(default_bundle, tiny_corpus
     result = json.loads(out.read_text())
     assert result["split"] == "dev" and result["rows"] == 2 * 2
     assert [p["lm_weight"] for p in result["grid"]] == [0.5, 1.0]
-    assert [p["beam_width"] for p in result["beam_widths"]] == [4, 8]
+    assert [p["merge_repeats_above"] for p in result["merging"]] == [0.0, 0.9]
     best = min(result["grid"], key=lambda p: (p["objective"], p["cer"]))
+    assert {p["lm_weight"] for p in result["merging"]} == {best["lm_weight"]}
+    merge = min(result["merging"], key=lambda p: (p["objective"], p["decode_cpu_ms_per_audio_s"]))
+    assert [p["beam_width"] for p in result["beam_widths"]] == [4, 8]
+    assert {p["merge_repeats_above"] for p in result["beam_widths"]} == {
+        merge["merge_repeats_above"]
+    }
+    assert result["chosen"]["merge_repeats_above"] == merge["merge_repeats_above"]
     assert result["chosen"]["lm_weight"] == best["lm_weight"]
     # pruning at the chosen width: the cheapest point within the tolerance of the best one
     assert [p["beam_threshold"] for p in result["pruning"]] == [4.0, 20.0]
