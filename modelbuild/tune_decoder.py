@@ -92,25 +92,31 @@ def tune(
         raise SystemExit(f"{corpus} has no {split!r} rows: synthesise them with --n-dev")
     encoded = encode_rows(transcriber, rows)
     base = DecoderSettings.default_beam()
-    greedy = run_point(transcriber, encoded, base.replace(kind="greedy"))
+    points: dict[DecoderSettings, dict] = {}
+
+    def point(settings: DecoderSettings) -> dict:
+        # Stages share points (merging 0 is the best grid point, width 16 the chosen merging,
+        # the loosest pruning often the unpruned width): each setting is decoded once.
+        if settings not in points:
+            points[settings] = run_point(transcriber, encoded, settings)
+        return points[settings]
+
+    greedy = point(base.replace(kind="greedy"))
     grid = [
-        run_point(transcriber, encoded, base.replace(lm_weight=a, word_score=b))
+        point(base.replace(lm_weight=a, word_score=b))
         for a, b in itertools.product(LM_WEIGHTS, WORD_SCORES)
     ]
     best = min(grid, key=lambda p: (p["objective"], p["cer"]))
     weighted = base.replace(lm_weight=best["lm_weight"], word_score=best["word_score"])
-    merging = [
-        run_point(transcriber, encoded, weighted.replace(merge_repeats_above=m))
-        for m in MERGE_REPEATS
-    ]
+    merging = [point(weighted.replace(merge_repeats_above=m)) for m in MERGE_REPEATS]
     merged = min(merging, key=lambda p: (p["objective"], p["decode_cpu_ms_per_audio_s"]))
     weighted = weighted.replace(merge_repeats_above=merged["merge_repeats_above"])
-    widths = [run_point(transcriber, encoded, weighted.replace(beam_width=w)) for w in BEAM_WIDTHS]
+    widths = [point(weighted.replace(beam_width=w)) for w in BEAM_WIDTHS]
     affordable = [p for p in widths if p["decode_share_of_encoder"] <= SPEED_BUDGET] or widths[:1]
     widest = min(affordable, key=lambda p: (p["objective"], p["beam_width"]))
     at_width = weighted.replace(beam_width=widest["beam_width"])
     pruning = [
-        run_point(transcriber, encoded, at_width.replace(token_beam=t, beam_threshold=b))
+        point(at_width.replace(token_beam=t, beam_threshold=b))
         for t, b in itertools.product(TOKEN_BEAMS, BEAM_THRESHOLDS)
     ]
     close = [p for p in pruning if p["objective"] <= widest["objective"] + PRUNE_TOLERANCE]

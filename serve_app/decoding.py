@@ -192,9 +192,8 @@ class BeamSearchDecoder:
             return []
         searched = emissions
         if self.settings.merge_repeats_above > 0:
-            searched = np.ascontiguousarray(
-                emissions[frames_to_search(emissions, self.settings.merge_repeats_above)]
-            )
+            # a boolean index copies: the result is C-contiguous, as decode() needs
+            searched = emissions[frames_to_search(emissions, self.settings.merge_repeats_above)]
         results = self._decoder.decode(searched.ctypes.data, *searched.shape)
         if not results:
             return []
