@@ -469,3 +469,17 @@ def test_cold_start_milestones_match_serve_runs_log_lines() -> None:
     assert set(lines) == set(MILESTONES)
     for name, line in lines.items():
         assert [n for n, p in MILESTONES.items() if p.search(line)] == [name]
+
+
+def test_hop_cost_uses_the_replica_settings_of_the_serve_config(tmp_path: Path) -> None:
+    from bench import hop_cost
+
+    env = hop_cost.replica_env()
+    config = yaml.safe_load(stack.SERVE_CONFIG.read_text())
+    assert env == {
+        k: str(v) for k, v in config["applications"][0]["runtime_env"]["env_vars"].items()
+    }
+    assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump({"applications": [{"name": "x"}]}))
+    assert hop_cost.replica_env(bare) == {}
