@@ -48,6 +48,12 @@ DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.02  # 20 ms: small next to a window's encode ti
 DEFAULT_ORT_MAX_BATCH = 1
 DEFAULT_ORT_PARALLEL_RUNS = 1
 MAX_CONCURRENT_BATCHES = 4  # @serve.batch calls in progress per replica (fixed at import)
+# Uploads up to this size are prepared on the Preprocessor's event loop, larger ones in a
+# worker thread. Handing a short clip to Serve's thread pool and back cost more CPU than its
+# decoding and log-mel (bench/cpu_cost.py, c=16, 3-5 s clips: 7.4-7.7 -> 5.7-6.1 CPU-ms per
+# request in the Preprocessor). 256 KiB is 8 s of 16 kHz WAV or ~1.5 min of 24 kbps Opus:
+# tens of ms at most on the loop, so health checks and other requests barely wait.
+INLINE_UPLOAD_BYTES = 256 * 1024
 STAGE_ERRORS = (ActorDiedError, ActorUnavailableError, RayActorError)
 
 
@@ -99,7 +105,13 @@ class Preprocessor:
         resample(np.zeros(480, np.float32), 48_000)  # imports scipy.signal now, not on a request
         tracing.configure_tracing()  # exports spans only when OTEL_* variables say so
 
-    def __call__(self, audio: bytes, trace: dict[str, str] | None = None) -> Prepared:
+    async def __call__(self, audio: bytes, trace: dict[str, str] | None = None) -> Prepared:
+        """An upload's windows; a small one on the event loop, a large one in a thread."""
+        if len(audio) <= INLINE_UPLOAD_BYTES:
+            return self._prepare(audio, trace)
+        return await asyncio.to_thread(self._prepare, audio, trace)
+
+    def _prepare(self, audio: bytes, trace: dict[str, str] | None) -> Prepared:
         with tracing.replica_span("preprocessor", trace):
             return self.core(audio)
 

@@ -189,3 +189,40 @@ def test_decoder_user_config_overrides_the_bundle_settings_live(default_bundle):
         with pytest.raises(ValueError):
             decoder.reconfigure(bad)
     assert decoder.settings() == bundle_settings.to_dict()  # a bad update changes nothing
+
+
+@pytest.mark.slow
+def test_preprocessor_prepares_small_uploads_inline_and_large_ones_in_a_thread(
+    default_bundle, monkeypatch
+):
+    import threading
+
+    from serve_app import deployments
+    from serve_app.errors import InputError
+    from tests.conftest import CLIPS_DIR
+
+    pre = deployments.Preprocessor.func_or_class(str(default_bundle))
+    audio = (CLIPS_DIR / "north_16k.wav").read_bytes()
+    expected = pre.core(audio)
+    threads: list[str] = []
+    prepare = pre._prepare
+
+    def spy(data, trace):
+        threads.append(threading.current_thread().name)
+        return prepare(data, trace)
+
+    monkeypatch.setattr(pre, "_prepare", spy)
+
+    def run(limit: int, data: bytes):
+        monkeypatch.setattr(deployments, "INLINE_UPLOAD_BYTES", limit)
+        return asyncio.run(pre(data))
+
+    for limit in (len(audio), len(audio) - 1):  # at the limit: inline; above it: a thread
+        got = run(limit, audio)
+        assert got.duration_s == expected.duration_s
+        for a, b in zip(got.windows, expected.windows, strict=True):
+            np.testing.assert_array_equal(a.features, b.features)
+    assert threads[0] == "MainThread" and threads[1] != "MainThread"
+    for limit in (10**6, 0):  # a bad upload is the same InputError either way
+        with pytest.raises(InputError):
+            run(limit, b"not audio at all")

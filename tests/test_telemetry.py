@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import inspect
 import json
 from contextlib import nullcontext
 from pathlib import Path
@@ -107,7 +108,8 @@ class LocalHandle:
         if self.batched:  # @serve.batch runs outside a replica only as its batch body
             features, *trace = args
             return self.target.run_batch([features], [*trace] or None)[0]
-        return self.target(*args)
+        result = self.target(*args)
+        return await result if inspect.isawaitable(result) else result
 
 
 class Recorder(asr_metrics.RequestMetrics):
