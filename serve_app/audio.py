@@ -268,6 +268,11 @@ def resample(samples: np.ndarray, rate_in: int) -> np.ndarray:
     return np.concatenate([*resampler.push(samples.astype(np.float32)), resampler.flush()])
 
 
+def needs_ffmpeg(data: bytes) -> bool:
+    """Whether decoding these bytes runs an ffmpeg subprocess (containers libsndfile lacks)."""
+    return _ffmpeg_only_container(data) is not None
+
+
 def _ffmpeg_only_container(data: bytes) -> str | None:
     """Name the container if it is one libsndfile cannot read but ffmpeg can, else None."""
     head = data[:16]

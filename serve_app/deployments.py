@@ -32,7 +32,7 @@ from serve_app.api import (
     ServiceUnavailable,
     create_app,
 )
-from serve_app.audio import AudioLimits, resample
+from serve_app.audio import AudioLimits, needs_ffmpeg, resample
 from serve_app.bundle import load_bundle
 from serve_app.encoder import DEFAULT_MAX_BATCH_FRAMES
 from serve_app.errors import InputError
@@ -52,7 +52,8 @@ MAX_CONCURRENT_BATCHES = 4  # @serve.batch calls in progress per replica (fixed 
 # worker thread. Handing a short clip to Serve's thread pool and back cost more CPU than its
 # decoding and log-mel (bench/cpu_cost.py, c=16, 3-5 s clips: 7.4-7.7 -> 5.7-6.1 CPU-ms per
 # request in the Preprocessor). 256 KiB is 8 s of 16 kHz WAV or ~1.5 min of 24 kbps Opus:
-# tens of ms at most on the loop, so health checks and other requests barely wait.
+# tens of ms at most on the loop, so health checks and other requests barely wait. Uploads
+# that need an ffmpeg subprocess (MP4/AAC, Matroska, AMR, ASF) always go to a thread.
 INLINE_UPLOAD_BYTES = 256 * 1024
 STAGE_ERRORS = (ActorDiedError, ActorUnavailableError, RayActorError)
 
@@ -107,7 +108,7 @@ class Preprocessor:
 
     async def __call__(self, audio: bytes, trace: dict[str, str] | None = None) -> Prepared:
         """An upload's windows; a small one on the event loop, a large one in a thread."""
-        if len(audio) <= INLINE_UPLOAD_BYTES:
+        if len(audio) <= INLINE_UPLOAD_BYTES and not needs_ffmpeg(audio):
             return self._prepare(audio, trace)
         return await asyncio.to_thread(self._prepare, audio, trace)
 

@@ -193,7 +193,7 @@ def test_decoder_user_config_overrides_the_bundle_settings_live(default_bundle):
 
 @pytest.mark.slow
 def test_preprocessor_prepares_small_uploads_inline_and_large_ones_in_a_thread(
-    default_bundle, monkeypatch
+    default_bundle, monkeypatch, tmp_path
 ):
     import threading
 
@@ -223,6 +223,12 @@ def test_preprocessor_prepares_small_uploads_inline_and_large_ones_in_a_thread(
         for a, b in zip(got.windows, expected.windows, strict=True):
             np.testing.assert_array_equal(a.features, b.features)
     assert threads[0] == "MainThread" and threads[1] != "MainThread"
+    # A small upload that needs an ffmpeg subprocess is not decoded on the event loop either.
+    from tests.test_audio import ffmpeg_encode
+
+    m4a = ffmpeg_encode(audio, tmp_path, ".m4a", "-c:a", "aac", "-b:a", "32k")
+    assert run(10**6, m4a).duration_s == pytest.approx(expected.duration_s, abs=0.1)
+    assert threads[2] != "MainThread"
     for limit in (10**6, 0):  # a bad upload is the same InputError either way
         with pytest.raises(InputError):
             run(limit, b"not audio at all")
