@@ -41,7 +41,10 @@ def replica_env(config: Path = SERVE_CONFIG) -> dict[str, str]:
     return {k: str(v) for k, v in app.get("runtime_env", {}).get("env_vars", {}).items()}
 
 
-def measure(payload_kb: int, calls: int, per_call: list[int]) -> dict[str, Any]:
+def measure(
+    payload_kb: int, calls: int, per_call: list[int], env: dict[str, str]
+) -> dict[str, Any]:
+    """CPU per item on both ends, replicas started with `env`."""
     import ray
     from ray import serve
 
@@ -90,7 +93,7 @@ def measure(payload_kb: int, calls: int, per_call: list[int]) -> dict[str, Any]:
         address="local",
         include_dashboard=False,
         _temp_dir=tmp,
-        runtime_env={"env_vars": replica_env()},
+        runtime_env={"env_vars": env},
         log_to_driver=False,
     )
     try:
@@ -133,14 +136,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
+    env = replica_env()
     results: dict[str, Any] = {
         "machine": machine_info(),
         "load_at_start": uptime_line(),
         "payload_kb": args.payload_kb,
         "concurrency": CONCURRENCY,
-        "replica_env": replica_env(),
+        "replica_env": env,
     }
-    results.update(measure(args.payload_kb, args.calls, args.per_call))
+    results.update(measure(args.payload_kb, args.calls, args.per_call, env))
     results["load_at_end"] = uptime_line()
     print(f"one call, concurrency 1: {results['latency_ms_c1']} ms (p50)")
     print("| items per call | CPU-ms per item: caller | callee | both |")
