@@ -142,3 +142,29 @@ class CachedSplit:
         )  # [B, T, L, d]
         x = torch.from_numpy(blocks[:, :, layer_pos].astype(np.float32))
         return list(x.unbind(dim=2))
+
+
+class ConcatSplit(CachedSplit):
+    """Several caches' splits trained on as one (e.g. the main corpus's train split and a
+    supplementary training-only corpus's): rows in order, features read from the array each
+    row came from. All parts must cache the same layers."""
+
+    def __init__(self, parts: list[CachedSplit]) -> None:  # one array per part: no super()
+        if not parts:
+            raise ValueError("ConcatSplit needs at least one part")
+        if len({p.layers for p in parts}) != 1:
+            raise ValueError(f"the caches hold different layers: {[p.layers for p in parts]}")
+        self.layers = parts[0].layers
+        self.data = parts[0].data  # shape[-1] (d_model) is what callers read from it
+        self.rows = [r for p in parts for r in p.rows]
+        self._where = [(p, i) for p in parts for i in range(len(p.rows))]
+
+    def features(self, idxs: list[int], layer_pos: list[int]) -> list[torch.Tensor]:
+        blocks = np.stack(
+            [
+                part.data[part.rows[i]["offset"] : part.rows[i]["offset"] + part.rows[i]["frames"]]
+                for part, i in (self._where[j] for j in idxs)
+            ]
+        )  # [B, T, L, d]
+        x = torch.from_numpy(blocks[:, :, layer_pos].astype(np.float32))
+        return list(x.unbind(dim=2))

@@ -54,6 +54,30 @@ def test_tiny_training_run_builds_a_working_bundle(tmp_path):
     assert "test" not in manifest
     assert manifest["corpus_summary"]["counts"]["train_speech_rows"] == 6
 
+    # A supplementary training-only corpus (another seed, no dev/test rows) trained on
+    # beside the first one's train split: rows from both arrays, its recipe in the manifest.
+    corpus_b, cache_b, head_b = tmp_path / "corpus_b", tmp_path / "cache_b", tmp_path / "head_b"
+    build_corpus(corpus_b, n_train=3, n_test=0, seed=8, workers=1, n_dev=0)
+    train.main(["encode", "--corpus", str(corpus_b), "--cache", str(cache_b), "--splits", "train"])
+    both = train.ConcatSplit(
+        [train.CachedSplit(cache, "train"), train.CachedSplit(cache_b, "train")]
+    )
+    n_a = len(index["rows"])
+    assert len(both.rows) == n_a + len(
+        json.loads((cache_b / "train.index.json").read_text())["rows"]
+    )
+    last_b = both.features([len(both.rows) - 1], [0])[0][0].numpy()
+    row_b = both.rows[-1]
+    own_b = np.load(cache_b / "train.npy", mmap_mode="r")
+    assert np.array_equal(last_b, own_b[row_b["offset"] : row_b["offset"] + row_b["frames"], 0])
+    fit_b = ["fit", "--cache", str(cache), "--corpus", str(corpus), "--out", str(head_b)]
+    train.main([*fit_b, "--epochs", "1", "--hidden", "32", "--extra-train", str(cache_b)])
+    manifest_b = json.loads((head_b / "manifest.json").read_text())
+    assert manifest_b["train_rows"] == len(both.rows)
+    assert manifest_b["fit"]["extra_train"] == [str(cache_b)]
+    assert manifest_b["extra_train_corpora"][0]["counts"]["train_speech_rows"] == 3
+    assert manifest_b["history"][0]["dev"]["all"]["n"] == dev["all"]["n"]  # dev: --cache's
+
     head, spec = load_head(head_dir)
     assert spec["vocab_size"] == CharVocabulary.vietnamese().size
     assert head.mlp[0].out_features == 32
