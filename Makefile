@@ -14,7 +14,7 @@ MODEL_DIR ?= models/default
 SERVE_APT := espeak-ng:espeak-ng ffmpeg:ffmpeg /usr/share/hunspell/vi_VN.dic:hunspell-vi
 TEST_APT := $(SERVE_APT) chromium:chromium chromedriver:chromium-driver prometheus:prometheus
 
-.PHONY: help setup install system-deps test-deps model serve ui observe bench kuberay deploy-tools compose-check test lint format clean-model
+.PHONY: help setup install system-deps test-deps model serve serve-venv ui observe bench kuberay deploy-tools compose-check test lint format clean-model
 
 help:
 	@echo "make serve   install, build the default model if missing, start the service"
@@ -62,10 +62,24 @@ $(MODEL_DIR)/config.json: | install
 $(MODEL_DIR)/lm.arpa: | $(MODEL_DIR)/config.json
 	$(VENV)/bin/vi-asr build-lm --model $(MODEL_DIR)
 
+# The serving environment: the project with its `serve` extra and nothing else, as in the
+# container image. .venv also holds the UI's and the dev tools' packages, and ray.serve
+# imports pandas and pyarrow whenever they are installed: ~1 s of CPU in each of the ~7 Serve
+# processes that start together, 1.5-3 s of the cold start on 2 cores (bench/cold_start.py).
+SERVE_VENV ?= .venv-serve
+$(SERVE_VENV)/.installed: pyproject.toml
+	test -x $(SERVE_VENV)/bin/python || $(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/pip install -q --upgrade pip
+	$(SERVE_VENV)/bin/pip install -q -e '.[serve]'
+	touch $@
+
+serve-venv: $(SERVE_VENV)/.installed
+
 # The Ray Serve graph on 127.0.0.1:8000 (serve_config.yaml). `serve run` starts a local Ray
 # cluster and stops it again on Ctrl-C. ASR_API_KEY, when set, guards the POST routes.
-serve: setup
-	ASR_MODEL_DIR=$(MODEL_DIR) exec $(VENV)/bin/serve run serve_config.yaml
+# .venv builds the model (torch); the service runs from $(SERVE_VENV).
+serve: setup serve-venv
+	ASR_MODEL_DIR=$(MODEL_DIR) exec $(SERVE_VENV)/bin/serve run serve_config.yaml
 
 # The Streamlit UI (ui/app.py) on 127.0.0.1:$(UI_PORT): it talks to the service at ASR_URL
 # over HTTP only (start `make serve` in another shell), with ASR_API_KEY when that is set.
@@ -79,7 +93,7 @@ ui: install
 
 # The benchmark suite: starts its own `serve run serve_config.yaml` on a free port and stops
 # it; writes bench/results/suite-*.json, bench/report/*.png and BENCHMARKS.md.
-bench: setup
+bench: setup serve-venv
 	$(PY) -m bench.suite --model-dir $(MODEL_DIR) $(BENCH_ARGS)
 
 # Prometheus on 127.0.0.1:9090 scraping the local Ray cluster that ray_cluster/start_head.sh

@@ -18,6 +18,7 @@ import statistics
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.common import machine_info, uptime_line, write_results
 from bench.stack import ServeStack
@@ -68,8 +69,8 @@ class MilestoneFollower:
             time.sleep(0.1)
 
 
-def one_run(model_dir: Path) -> dict[str, float | None]:
-    stack = ServeStack(model_dir)
+def one_run(model_dir: Path, serve_bin: Path | None = None) -> dict[str, Any]:
+    stack = ServeStack(model_dir, serve_bin=serve_bin)
     t0 = time.monotonic()
     stack.start()
     follower = MilestoneFollower(stack, t0).start()
@@ -83,30 +84,50 @@ def one_run(model_dir: Path) -> dict[str, float | None]:
     finally:
         found = follower.stop()
         stopped = stack.stop()
-    return {**found, **first, "stop_s": stopped.get("driver_exit_s")}
+    return {
+        **found,
+        **first,
+        "stop_s": stopped.get("driver_exit_s"),
+        "serve_bin": str(stack.serve_bin),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.cold_start", description=__doc__)
     p.add_argument("--model-dir", type=Path, default=Path("models/default"))
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument(
+        "--serve-bin", type=Path, nargs="+", default=[None], metavar="SERVE",
+        help="the `serve` executable(s) to start (default: what `make serve` runs, "
+        ".venv-serve's when it exists); several: the runs alternate between them",
+    )  # fmt: skip
     p.add_argument("--note", default="")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    runs = []
+    runs: list[dict[str, Any]] = []
     for i in range(args.runs):
-        runs.append(one_run(args.model_dir))
-        print(f"run {i + 1}: {runs[-1]}", flush=True)
+        for serve_bin in args.serve_bin:  # interleaved, so drifting load hits each alike
+            runs.append(one_run(args.model_dir, serve_bin))
+            print(f"run {i + 1}: {runs[-1]}", flush=True)
     keys = [*MILESTONES, "first_http_answer_s", "first_200_s"]
-    median = {
-        k: statistics.median(v) if (v := [r[k] for r in runs if r[k] is not None]) else None
-        for k in keys
+    bins = list(dict.fromkeys(r["serve_bin"] for r in runs))
+    medians = {
+        b: {
+            k: statistics.median(v) if (v := [r[k] for r in mine if r[k] is not None]) else None
+            for k in keys
+        }
+        for b in bins
+        if (mine := [r for r in runs if r["serve_bin"] == b])
     }
-    print("| milestone | seconds from `serve run` (median) |\n| --- | --- |")
+    print("| milestone | " + " | ".join(f"`{b}` (median s)" for b in bins) + " |")
+    print("| --- |" + " --- |" * len(bins))
     for k in keys:
-        print(f"| {k} | {median[k]} |")
+        print(f"| {k} | " + " | ".join(str(medians[b][k]) for b in bins) + " |")
     print(uptime_line())
-    results = {"machine": machine_info(), "note": args.note, "runs": runs, "median": median}
+    results = {
+        "machine": machine_info(), "note": args.note, "runs": runs,
+        "median": medians[bins[0]], "median_by_serve_bin": medians,
+    }  # fmt: skip
     write_results(results, "cold_start", args.out)
     return 0
 

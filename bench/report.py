@@ -431,6 +431,8 @@ def _cold_start(results: dict[str, Any]) -> str:
         return ""
     stop = http.get("stop", {})
     phases = cold.get("phases") or {}
+    serve_bin = cold.get("serve_bin")
+    ran = f" (`{Path(serve_bin).parent.parent.name}/bin/serve`)" if serve_bin else ""
     rows = [
         [PHASE_NAMES[name], fmt(phases.get(name), 1, " s")]
         for name in PHASE_NAMES
@@ -448,7 +450,7 @@ def _cold_start(results: dict[str, Any]) -> str:
         [
             "## Cold start",
             "",
-            "From starting `serve run serve_config.yaml` (a fresh local Ray instance) to the "
+            f"From starting `serve run serve_config.yaml`{ran} (a fresh local Ray instance) to the "
             "answer to a short clip, polled every 0.25 s; the phases are when serve run's log "
             "first shows each milestone (`bench/cold_start.py`; `python -m bench.cold_start "
             "--runs 3` gives medians over fresh starts):",

@@ -167,6 +167,15 @@ def memory_summary(samples: list[MemorySample]) -> dict[str, Any]:
     }
 
 
+def serve_executable() -> Path:
+    """The `serve` that `make serve` runs: the serving-only environment's (.venv-serve, the
+    project's `serve` extra and nothing else) when it exists, else this interpreter's. Which
+    one matters at start only: in an environment with pandas/pyarrow (the UI's and the dev
+    tools'), every Serve process imports them with ray.serve."""
+    serve_venv = REPO / ".venv-serve" / "bin" / "serve"
+    return serve_venv if serve_venv.exists() else Path(sys.executable).parent / "serve"
+
+
 @dataclass
 class ServeStack:
     model_dir: Path
@@ -177,6 +186,7 @@ class ServeStack:
     seen: dict[int, float] = field(default_factory=dict)  # pid -> create_time, ever sampled
     env: dict[str, str] = field(default_factory=dict)  # extra variables for `serve run`
     config: Path = SERVE_CONFIG  # the config to run (port and model directory replaced)
+    serve_bin: Path | None = None  # the `serve` to run; None: serve_executable()
 
     @property
     def url(self) -> str:
@@ -196,7 +206,7 @@ class ServeStack:
             **self.env,
         }
         env.pop("ASR_API_KEY", None)  # the benchmark measures the open service
-        serve = Path(sys.executable).parent / "serve"
+        serve = self.serve_bin = self.serve_bin or serve_executable()
         self.log_path = self.workdir / "serve_run.log"
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(

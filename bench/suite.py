@@ -311,6 +311,7 @@ def run_http(by_kind: dict[str, list[Clip]], args: argparse.Namespace) -> dict[s
         )
         time.sleep(0.5)  # the log's last lines
         result["cold_start"]["phases"] = follower.stop()
+        result["cold_start"]["serve_bin"] = str(stack.serve_bin)
         print(f"  cold start: {result['cold_start']}", flush=True)
         idle = MemorySampler(stack.proc.pid, "idle")
         idle.start()

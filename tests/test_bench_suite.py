@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,19 @@ def test_build_clips_is_deterministic(built_clips: list[clipmod.Clip]) -> None:
 # --- the serve config and the process tree ---------------------------------------------------
 
 
+def test_serve_executable_is_what_make_serve_runs(tmp_path: Path, monkeypatch) -> None:
+    """The serving-only environment's `serve` when .venv-serve exists, else this one's."""
+    monkeypatch.setattr(stack, "REPO", tmp_path)
+    assert stack.serve_executable() == Path(sys.executable).parent / "serve"
+    lean = tmp_path / ".venv-serve" / "bin" / "serve"
+    lean.parent.mkdir(parents=True)
+    lean.write_text("#!/bin/sh\n")
+    assert stack.serve_executable() == lean
+    makefile = (REPO / "Makefile").read_text()
+    assert "exec $(SERVE_VENV)/bin/serve run serve_config.yaml" in makefile
+    assert "SERVE_VENV ?= .venv-serve" in makefile
+
+
 def test_bench_config_changes_only_port_and_model_dir(tmp_path: Path) -> None:
     committed = yaml.safe_load((REPO / "serve_config.yaml").read_text())
     config = stack.bench_config(tmp_path / "bundle", 12345)
@@ -299,6 +313,7 @@ def _results() -> dict:
                     "first_http_answer_s": 12.0,
                     "first_200_s": 30.0,
                     "phases": {"ray_started": 5.0, "app_built": 9.5, "lm_loaded": None},
+                    "serve_bin": "/x/.venv-serve/bin/serve",
                 },
                 "memory_idle": {
                     "processes": [{**mem, "rss_mib": 400.0}],
@@ -371,6 +386,7 @@ def test_render_markdown_has_every_section() -> None:
     assert "| 4 | 20.00 | 8/8 | 50.00 | 90.00 | 0.40x | 0.56x | 40% / 40% / 40% |" in text
     assert "| short | c=1: 0.50x, c=4: 0.56x |" in text  # in-process over bare ONNX
     assert "| local Ray instance started | 5.0 s |" in text
+    assert "`serve run serve_config.yaml` (`.venv-serve/bin/serve`)" in text
     assert "| app imported and built by the controller | 9.5 s |" in text
     assert "LM" not in text.split("## Cold start")[1].split("##")[0]  # a phase not seen
     assert "(min / mean / max) | 10% / 23% / 40% |" in text
