@@ -6,6 +6,7 @@ torch; `serve_app` never imports this package.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -62,6 +63,31 @@ def _cmd_train_head(args: argparse.Namespace) -> int:
     )
     cache = ["--cache", str(args.cache)]
     train.main(["encode", "--corpus", str(args.corpus), *cache, "--splits", "train", "dev", "test"])
+    # More training speech: a train-only corpus per extra seed (same counts, other sentences,
+    # voices and augmentations; no dev/test rows). Natural clauses come from the training
+    # documents only; a composed sentence of another seed could still equal a held-out one
+    # (a seed equal to the main seed's test or dev seed would repeat them all), so any
+    # overlap with the main corpus's dev/test text stops the run before training.
+    extra: list[str] = []
+    held_out = {r["text"] for r in _manifest_rows(args.corpus) if r["split"] != "train"}
+    for seed in args.more_train:
+        if seed == args.seed:
+            raise SystemExit(f"--more-train {seed}: that is the main corpus's seed")
+        corpus_x, cache_x = more_train_paths(args.corpus, args.cache, seed)
+        synth.main(
+            [
+                *("--out", str(corpus_x), "--n-train", str(args.n_train)),
+                *("--n-test", "0", "--n-dev", "0", "--natural", str(args.natural[0]), "0", "0"),
+                *("--seed", str(seed), "--workers", str(args.workers)),
+            ]
+        )
+        leaked = held_out & {r["text"] for r in _manifest_rows(corpus_x) if not r["empty"]}
+        if leaked:
+            raise SystemExit(f"--more-train {seed}: {len(leaked)} dev/test sentences in it")
+        train.main(
+            ["encode", "--corpus", str(corpus_x), "--cache", str(cache_x), "--splits", "train"]
+        )
+        extra.append(str(cache_x))
     train.main(
         [
             *("fit", *cache, "--corpus", str(args.corpus), "--out", str(args.out)),
@@ -72,9 +98,20 @@ def _cmd_train_head(args: argparse.Namespace) -> int:
             *(["--stop-after-steps", str(args.stop_after_steps)] if args.stop_after_steps else []),
             *(["--init-from", str(args.init_from)] if args.init_from else []),
             *("--lr", str(args.lr)),
+            *(["--extra-train", *extra] if extra else []),
         ]
     )
     return 0
+
+
+def _manifest_rows(corpus: Path) -> list[dict]:
+    lines = (corpus / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def more_train_paths(corpus: Path, cache: Path, seed: int) -> tuple[Path, Path]:
+    """Where `train-head --more-train SEED` keeps that seed's corpus and encoder cache."""
+    return corpus.with_name(f"{corpus.name}-s{seed}"), cache.with_name(f"{cache.name}-s{seed}")
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -134,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--stop-after-steps", type=int, default=None, metavar="N",
         help="train N steps, checkpoint and exit 3; the same command again resumes",
+    )  # fmt: skip
+    t.add_argument(
+        "--more-train", type=int, nargs="+", default=[], metavar="SEED",
+        help="also train on a train-only corpus per SEED (same counts, other sentences): "
+        "<corpus>-s<SEED>, cached in <cache>-s<SEED>",
     )  # fmt: skip
     t.set_defaults(func=_cmd_train_head)
 

@@ -130,7 +130,7 @@ def test_ablation_variant_scores_the_test_split_once(tmp_path):
     assert lone.transcribe(audio.read_bytes()).duration > 0.5
 
 
-def test_train_head_cli_runs_the_whole_recipe(tmp_path):
+def test_train_head_cli_runs_the_whole_recipe(tmp_path, capfd):
     """`vi-asr train-head` with tiny counts: composed + natural sentences, the three cached
     splits, a fit that scores the test cache once, and a head the bundle builder loads."""
     from modelbuild.cli import TRAIN_HEAD_RECIPE
@@ -155,8 +155,26 @@ def test_train_head_cli_runs_the_whole_recipe(tmp_path):
     warm = tmp_path / "warm"
     assert args[5] == "--out"
     warm_args = [*args[:6], str(warm), *args[7:], "--workers", "1", "--epochs", "1"]
-    assert cli_main([*warm_args, "--init-from", str(out), "--lr", "0.001"]) == 0
+    more = ["--more-train", "11"]  # and a train-only corpus of another seed beside it
+    assert cli_main([*warm_args, "--init-from", str(out), "--lr", "0.001", *more]) == 0
     warm_manifest = json.loads((warm / "manifest.json").read_text())
+    extra_corpus, extra_cache = tmp_path / "corpus-s11", tmp_path / "cache-s11"
+    assert warm_manifest["fit"]["extra_train"] == [str(extra_cache)]
+    (extra,) = warm_manifest["extra_train_corpora"]
+    assert extra["params"]["seed"] == 11 and extra["counts"]["test_rows"] == 0
+    assert extra["counts"]["train_speech_rows"] == 6  # 3 composed + 3 natural
+    extra_rows = [json.loads(x) for x in (extra_corpus / "manifest.jsonl").read_text().splitlines()]
+    held_out = {r["text"] for r in rows if r["split"] != "train"}
+    assert not held_out & {r["text"] for r in extra_rows}
+    assert warm_manifest["train_rows"] == manifest["train_rows"] + len(extra_rows)
+
+    # A seed whose composed sentences are the main corpus's test ones never reaches training.
+    from modelbuild.text import TEST_SEED_OFFSET
+
+    for bad, why in ((1234, "main corpus's seed"), (1234 + TEST_SEED_OFFSET, "dev/test sentences")):
+        capfd.readouterr()
+        assert cli_main([*warm_args, "--init-from", str(out), "--more-train", str(bad)]) == 1
+        assert why in capfd.readouterr().err
     assert warm_manifest["init"]["head_sha256"] == train.head_sha256(out)
     assert warm_manifest["init"]["history"] == manifest["history"]
     assert warm_manifest["fit"]["lr"] == 0.001
