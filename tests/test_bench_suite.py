@@ -472,6 +472,42 @@ def test_stages_times_every_stage_of_the_real_transcriber(default_bundle) -> Non
     assert ms["in_process_greedy"] > 0.5 * ms["encoder_bare"]
 
 
+def test_stream_gap_streams_and_uploads_one_recording(default_bundle, tmp_path) -> None:
+    """bench.stream_gap on committed clips: the recording is cut at its pause into two
+    utterances, and the streamed text keeps every word the upload has, give or take."""
+    import asyncio
+
+    from bench import stream_gap
+    from serve_app.evaluation import cer
+    from serve_app.transcriber import Transcriber
+
+    clips = REPO / "tests" / "data" / "clips"
+    refs = {
+        json.loads(x)["audio"]: json.loads(x)["text"] for x in (clips / "manifest.jsonl").open()
+    }
+    rows = [{"audio": "north_16k.wav"}, {"audio": "south_48k.ogg"}]
+    pcm = stream_gap.pcm16(clips, rows)
+    assert pcm.dtype == np.int16 and len(pcm) > 2 * stream_gap.GAP_S * 16000
+    transcriber = Transcriber(default_bundle)
+    streamed = asyncio.run(stream_gap.streamed(transcriber, pcm))
+    upload = transcriber.transcribe_audio(pcm.astype(np.float32) / 32768).text
+    reference = " ".join(refs[r["audio"]] for r in rows)
+    assert cer([reference], [streamed]) <= cer([reference], [upload]) + 0.05
+    assert abs(len(streamed.split()) - len(upload.split())) <= 2
+
+    # recordings(): clean dev rows only, the same draw for the same seed
+    manifest = tmp_path / "manifest.jsonl"
+    corpus_rows = [
+        {"id": f"{split}{i}", "split": split, "condition": cond, "audio": "x", "text": "t"}
+        for split in ("dev", "test") for cond in ("clean", "babble") for i in range(6)
+    ]  # fmt: skip
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in corpus_rows))
+    drawn = stream_gap.recordings(tmp_path, 3, 4, seed=1)
+    assert [len(g) for g in drawn] == [4, 4, 4]
+    assert all(r["split"] == "dev" and r["condition"] == "clean" for g in drawn for r in g)
+    assert drawn == stream_gap.recordings(tmp_path, 3, 4, seed=1)
+
+
 def test_cold_start_milestones_match_serve_runs_log_lines() -> None:
     from bench.cold_start import MILESTONES
 
