@@ -81,9 +81,9 @@ def test_a_clip_streamed_at_real_time_matches_the_upload(serve_url, speech):
     # The stream encodes each utterance on its own (with 1 s of left context), the upload the
     # whole recording in one window, and the head reads context: on one recording the two
     # differ by a few points either way (`python -m bench.stream_gap`, 16 recordings of 5
-    # clean dev clips: per recording sd 2.2 points with the previous head, 4.0 with this one,
-    # the stream 0.9-1.4 points better over all). Lost or repeated words at the cuts would
-    # cost far more than 3 points and change the word count.
+    # clean dev clips: per recording sd 2.2 points with the 12.1 h head, 4.0 with the current
+    # one, the stream 0.9-2.0 points better over all). Lost or repeated words at the cuts
+    # would cost far more than 3 points and change the word count.
     assert streamed_cer <= upload_cer + 0.03, (done["text"], upload["text"])
     assert abs(len(done["text"].split()) - len(upload["text"].split())) <= 2
     words = [w for f in finals for w in f["words"]]
