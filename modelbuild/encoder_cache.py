@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -92,6 +93,8 @@ def encode_corpus(
 ) -> None:
     torch.set_num_threads(threads)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    if (corpus / "recipe.json").exists():  # which corpus this cache holds, for fit's manifest
+        shutil.copyfile(corpus / "recipe.json", cache_dir / CORPUS_RECIPE)
     rows = _read_manifest(corpus)
     encoder = load_whisper_base_encoder()
     for split in splits:
@@ -116,6 +119,13 @@ class CachedSplit:
         self.layers = tuple(meta["layers"])
         self.rows = [r for i, r in enumerate(meta["rows"]) if (i * _SPREAD) % 1.0 < fraction]
         self.data = np.load(cache_dir / f"{split}.npy", mmap_mode="r")
+
+    @staticmethod
+    def trains(cache_dirs: list[Path], fraction: float = 1.0) -> CachedSplit:
+        """The first cache's train split, followed by the others' (supplementary
+        training-only corpora: `fit --extra-train`)."""
+        parts = [CachedSplit(d, "train", fraction) for d in cache_dirs]
+        return parts[0] if len(parts) == 1 else ConcatSplit(parts)
 
     @property
     def hours(self) -> float:
@@ -168,3 +178,14 @@ class ConcatSplit(CachedSplit):
         )  # [B, T, L, d]
         x = torch.from_numpy(blocks[:, :, layer_pos].astype(np.float32))
         return list(x.unbind(dim=2))
+
+
+CORPUS_RECIPE = "corpus-recipe.json"  # `encode_corpus` copies the corpus's recipe.json here
+
+
+def cache_corpus(cache_dir: Path) -> dict:
+    """Which corpus a cache holds: its command, counts and parameters (for manifests)."""
+    path = cache_dir / CORPUS_RECIPE
+    recipe = json.loads(path.read_text()) if path.exists() else {}
+    return {"cache": str(cache_dir), "command": recipe.get("command"),
+            "counts": recipe.get("counts"), "params": recipe.get("params")}  # fmt: skip

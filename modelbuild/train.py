@@ -20,7 +20,6 @@ import hashlib
 import json
 import math
 import random
-import shutil
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from modelbuild.encoder_cache import CACHE_LAYERS, CachedSplit, ConcatSplit, encode_corpus
+from modelbuild.encoder_cache import CACHE_LAYERS, CachedSplit, cache_corpus, encode_corpus
 from modelbuild.model import LayerMixConvHead, SeedHead
 from serve_app.ctc import greedy_decode
 from serve_app.evaluation import cer, wer
@@ -79,9 +78,7 @@ class FitConfig:
     train_fraction: float = 1.0  # keep this share of the training rows (the data ablation)
     head: HeadConfig = field(default_factory=HeadConfig)
     init_head_sha256: str = ""  # warm start: the head.npz training starts from ("": random)
-    # More training rows: the train splits of these caches (supplementary corpora encoded
-    # with `encode --corpus <other> --cache <dir> --splits train`), after --cache's own.
-    extra_train: tuple[str, ...] = ()
+    extra_train: tuple[str, ...] = ()  # caches whose train splits are trained on too
 
 
 # --------------------------------------------------------------------------- fit
@@ -173,10 +170,7 @@ def fit(
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
-    train = CachedSplit(cache_dir, "train", cfg.train_fraction)
-    if cfg.extra_train:
-        extra = [CachedSplit(Path(d), "train", cfg.train_fraction) for d in cfg.extra_train]
-        train = ConcatSplit([train, *extra])
+    train = CachedSplit.trains([cache_dir, *map(Path, cfg.extra_train)], cfg.train_fraction)
     dev = CachedSplit(cache_dir, "dev")
     pos = [train.layers.index(k) for k in cfg.head.cached_layers]
     d_model = train.data.shape[-1]
@@ -319,16 +313,6 @@ def save_head(
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
 
 
-CORPUS_RECIPE = "corpus-recipe.json"  # `encode` copies the corpus's recipe.json here
-
-
-def _cache_corpus(cache_dir: Path) -> dict:
-    path = cache_dir / CORPUS_RECIPE
-    recipe = json.loads(path.read_text()) if path.exists() else {}
-    return {"cache": str(cache_dir), "command": recipe.get("command"),
-            "counts": recipe.get("counts"), "params": recipe.get("params")}  # fmt: skip
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m modelbuild.train")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -348,11 +332,8 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--conv-dilation", type=int, default=HeadConfig.conv_dilation)
     f.add_argument("--mix-layers", type=int, nargs="+", default=list(MIX_LAYERS))
     f.add_argument("--train-fraction", type=float, default=FitConfig.train_fraction)
-    f.add_argument(
-        "--extra-train", type=Path, nargs="+", default=[], metavar="CACHE_DIR",
-        help="also train on these caches' train splits (supplementary corpora; dev and test "
-        "stay --cache's)",
-    )  # fmt: skip
+    f.add_argument("--extra-train", type=Path, nargs="+", default=[], metavar="CACHE_DIR",
+                   help="train on these caches' train splits too")  # fmt: skip
     f.add_argument("--score-test", action="store_true", help="score the head on the test cache")
     f.add_argument("--lr", type=float, default=FitConfig.lr)
     f.add_argument("--corpus", type=Path, default=Path("data/corpus"))
@@ -373,8 +354,6 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.cmd == "encode":
         encode_corpus(args.corpus, args.cache, CACHE_LAYERS, args.threads, tuple(args.splits))
-        if (args.corpus / "recipe.json").exists():  # which corpus this cache holds, for fit
-            shutil.copyfile(args.corpus / "recipe.json", args.cache / CORPUS_RECIPE)
         return
     head_cfg = HeadConfig(
         kind=args.kind,
@@ -419,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
         },
         "corpus_recipe": recipe.get("params"),
         # Supplementary training corpora (--extra-train): each cache's corpus command and counts.
-        "extra_train_corpora": [_cache_corpus(Path(d)) for d in cfg.extra_train],
+        "extra_train_corpora": [cache_corpus(Path(d)) for d in cfg.extra_train],
         **report,
     }
     if init:

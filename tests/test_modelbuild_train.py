@@ -59,9 +59,8 @@ def test_tiny_training_run_builds_a_working_bundle(tmp_path):
     corpus_b, cache_b, head_b = tmp_path / "corpus_b", tmp_path / "cache_b", tmp_path / "head_b"
     build_corpus(corpus_b, n_train=3, n_test=0, seed=8, workers=1, n_dev=0)
     train.main(["encode", "--corpus", str(corpus_b), "--cache", str(cache_b), "--splits", "train"])
-    both = train.ConcatSplit(
-        [train.CachedSplit(cache, "train"), train.CachedSplit(cache_b, "train")]
-    )
+    both = train.CachedSplit.trains([cache, cache_b])
+    assert train.CachedSplit.trains([cache]).rows == train.CachedSplit(cache, "train").rows
     n_a = len(index["rows"])
     assert len(both.rows) == n_a + len(
         json.loads((cache_b / "train.index.json").read_text())["rows"]
