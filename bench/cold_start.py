@@ -110,14 +110,16 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(one_run(args.model_dir, serve_bin))
             print(f"run {i + 1}: {runs[-1]}", flush=True)
     keys = [*MILESTONES, "first_http_answer_s", "first_200_s"]
-    bins = list(dict.fromkeys(r["serve_bin"] for r in runs))
+    by_bin: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_bin.setdefault(r["serve_bin"], []).append(r)
+    bins = list(by_bin)
     medians = {
         b: {
             k: statistics.median(v) if (v := [r[k] for r in mine if r[k] is not None]) else None
             for k in keys
         }
-        for b in bins
-        if (mine := [r for r in runs if r["serve_bin"] == b])
+        for b, mine in by_bin.items()
     }
     print("| milestone | " + " | ".join(f"`{b}` (median s)" for b in bins) + " |")
     print("| --- |" + " --- |" * len(bins))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import machine_info, write_results
+from modelbuild.encoder_cache import read_manifest
 from serve_app.audio import SAMPLE_RATE, load_audio_file
 from serve_app.evaluation import cer
 from serve_app.streaming import StreamLimits, StreamParams, StreamSession
@@ -34,8 +34,7 @@ FRAME_S = 0.1
 
 
 def recordings(corpus: Path, groups: int, per_group: int, seed: int) -> list[list[dict]]:
-    lines = (corpus / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
-    rows = [r for r in map(json.loads, lines) if r["split"] == "dev" and r["condition"] == "clean"]
+    rows = [r for r in read_manifest(corpus) if r["split"] == "dev" and r["condition"] == "clean"]
     rng = random.Random(seed)
     return [rng.sample(rows, per_group) for _ in range(groups)]
 

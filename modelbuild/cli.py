@@ -6,7 +6,6 @@ torch; `serve_app` never imports this package.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -52,6 +51,7 @@ def _cmd_build_lm(args: argparse.Namespace) -> int:
 
 def _cmd_train_head(args: argparse.Namespace) -> int:
     from modelbuild import synth, train
+    from modelbuild.encoder_cache import read_manifest
 
     synth.main(
         [
@@ -69,7 +69,7 @@ def _cmd_train_head(args: argparse.Namespace) -> int:
     # (a seed equal to the main seed's test or dev seed would repeat them all), so any
     # overlap with the main corpus's dev/test text stops the run before training.
     extra: list[str] = []
-    held_out = {r["text"] for r in _manifest_rows(args.corpus) if r["split"] != "train"}
+    held_out = {r["text"] for r in read_manifest(args.corpus) if r["split"] != "train"}
     for seed in args.more_train:
         if seed == args.seed:
             raise SystemExit(f"--more-train {seed}: that is the main corpus's seed")
@@ -81,7 +81,7 @@ def _cmd_train_head(args: argparse.Namespace) -> int:
                 *("--seed", str(seed), "--workers", str(args.workers)),
             ]
         )
-        leaked = held_out & {r["text"] for r in _manifest_rows(corpus_x) if not r["empty"]}
+        leaked = held_out & {r["text"] for r in read_manifest(corpus_x) if not r["empty"]}
         if leaked:
             raise SystemExit(f"--more-train {seed}: {len(leaked)} dev/test sentences in it")
         train.main(
@@ -102,11 +102,6 @@ def _cmd_train_head(args: argparse.Namespace) -> int:
         ]
     )
     return 0
-
-
-def _manifest_rows(corpus: Path) -> list[dict]:
-    lines = (corpus / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines]
 
 
 def more_train_paths(corpus: Path, cache: Path, seed: int) -> tuple[Path, Path]:

@@ -25,9 +25,10 @@ ENCODE_BATCH_FRAMES = 24_000  # mel frames per encoder batch (~4 min of audio)
 CACHE_LAYERS = (1, 2, 3, 4, 5, 6)  # what `encode` keeps: room for a wider mix
 
 
-def _read_manifest(corpus: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
-    return [r for r in rows if r]
+def read_manifest(corpus: Path) -> list[dict]:
+    """A synthetic corpus's rows (`corpus/manifest.jsonl`, one JSON object per line)."""
+    lines = (corpus / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    return [r for r in map(json.loads, lines) if r]
 
 
 def _mel(path: Path) -> np.ndarray:
@@ -95,7 +96,7 @@ def encode_corpus(
     cache_dir.mkdir(parents=True, exist_ok=True)
     if (corpus / "recipe.json").exists():  # which corpus this cache holds, for fit's manifest
         shutil.copyfile(corpus / "recipe.json", cache_dir / CORPUS_RECIPE)
-    rows = _read_manifest(corpus)
+    rows = read_manifest(corpus)
     encoder = load_whisper_base_encoder()
     for split in splits:
         out = cache_dir / split
@@ -143,13 +144,13 @@ class CachedSplit:
         rng.shuffle(batches)
         return batches
 
+    def block(self, i: int) -> np.ndarray:
+        """Row i's cached frames, [T, L, d]."""
+        row = self.rows[i]
+        return self.data[row["offset"] : row["offset"] + row["frames"]]
+
     def features(self, idxs: list[int], layer_pos: list[int]) -> list[torch.Tensor]:
-        blocks = np.stack(
-            [
-                self.data[self.rows[i]["offset"] : self.rows[i]["offset"] + self.rows[i]["frames"]]
-                for i in idxs
-            ]
-        )  # [B, T, L, d]
+        blocks = np.stack([self.block(i) for i in idxs])  # [B, T, L, d]
         x = torch.from_numpy(blocks[:, :, layer_pos].astype(np.float32))
         return list(x.unbind(dim=2))
 
@@ -169,15 +170,9 @@ class ConcatSplit(CachedSplit):
         self.rows = [r for p in parts for r in p.rows]
         self._where = [(p, i) for p in parts for i in range(len(p.rows))]
 
-    def features(self, idxs: list[int], layer_pos: list[int]) -> list[torch.Tensor]:
-        blocks = np.stack(
-            [
-                part.data[part.rows[i]["offset"] : part.rows[i]["offset"] + part.rows[i]["frames"]]
-                for part, i in (self._where[j] for j in idxs)
-            ]
-        )  # [B, T, L, d]
-        x = torch.from_numpy(blocks[:, :, layer_pos].astype(np.float32))
-        return list(x.unbind(dim=2))
+    def block(self, i: int) -> np.ndarray:
+        part, j = self._where[i]
+        return part.block(j)
 
 
 CORPUS_RECIPE = "corpus-recipe.json"  # `encode_corpus` copies the corpus's recipe.json here
